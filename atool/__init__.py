@@ -1,0 +1,3 @@
+"""atool: active domain adaptation for semantic segmentation."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,66 @@
+"""The ``atool`` command line.
+
+Each command lives in ``atool/commands/<name>.py``, parses its options, builds
+a config and makes one call into the library. This module owns what is common:
+logging set-up and turning errors into one line and an exit code (2 for bad
+input, 1 for failures), never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import click
+
+from atool import __version__
+from atool.errors import AtoolError
+
+_COMMAND_MODULES = ("data", "train", "eval", "export", "query", "oracle", "ingest", "demo")
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except AtoolError as exc:
+            click.echo(f"atool: error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("atool: interrupted", err=True)
+            ctx.exit(130)
+        except MemoryError:
+            click.echo("atool: error: out of memory; try a smaller --batch-size or image size", err=True)
+            ctx.exit(1)
+        except OSError as exc:
+            # Disk full, permission denied, a vanished file: the user's environment, not a bug.
+            click.echo(f"atool: error: {exc.strerror or exc}: {exc.filename or ''}".rstrip(": "), err=True)
+            ctx.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="atool")
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
+def main(verbose: int, quiet: bool) -> None:
+    """Active domain adaptation for semantic segmentation."""
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    # Torch would otherwise take every core for intra-op threads and fight the decode workers.
+    os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+
+
+def _load_commands() -> None:
+    import importlib
+
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(f"atool.commands.{name}")
+        main.add_command(module.command)
+
+
+_load_commands()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

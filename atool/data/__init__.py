@@ -1,0 +1,1 @@
+"""Datasets: image decoding, the generic folder layout, the synthetic domain pair."""

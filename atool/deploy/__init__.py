@@ -1,0 +1,1 @@
+"""Deployment: runtime backends, uncertainty, selection strategies, query lists, ingest."""

@@ -1,0 +1,112 @@
+"""Segmentation metrics from a confusion matrix (255 ignored)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+from atool.data.folder import IGNORE, FolderDataset
+from atool.models.deploy import DeployModel
+
+
+def confusion(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarray:
+    """C x C int64 matrix, rows = ground truth, cols = prediction; 255 labels skipped."""
+    valid = label != IGNORE
+    idx = label[valid].astype(np.int64) * num_classes + pred[valid].astype(np.int64)
+    return np.bincount(idx, minlength=num_classes * num_classes).reshape(num_classes, num_classes)
+
+
+@dataclass
+class SegMetrics:
+    classes: list[str]
+    matrix: np.ndarray  # C x C
+
+    @property
+    def iou(self) -> np.ndarray:
+        """Per-class IoU; NaN for classes absent from both labels and predictions."""
+        tp = np.diag(self.matrix).astype(np.float64)
+        denom = self.matrix.sum(0) + self.matrix.sum(1) - tp
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(denom > 0, tp / denom, np.nan)
+
+    @property
+    def miou(self) -> float:
+        """Mean over classes present in the ground truth (the Cityscapes convention)."""
+        present = self.matrix.sum(1) > 0
+        return float(np.nanmean(self.iou[present])) if present.any() else float("nan")
+
+    @property
+    def pixel_accuracy(self) -> float:
+        total = self.matrix.sum()
+        return float(np.diag(self.matrix).sum() / total) if total else float("nan")
+
+    def as_dict(self) -> dict:
+        return {
+            "miou": round(self.miou * 100, 2),
+            "pixel_accuracy": round(self.pixel_accuracy * 100, 2),
+            "iou": {c: (None if np.isnan(v) else round(float(v) * 100, 2)) for c, v in zip(self.classes, self.iou)},
+            "pixels": int(self.matrix.sum()),
+        }
+
+    def table(self) -> str:
+        lines = [f"{'class':<16} {'IoU':>6}"]
+        for c, v in zip(self.classes, self.iou):
+            lines.append(f"{c:<16} {'  n/a' if np.isnan(v) else f'{v * 100:6.2f}'}")
+        lines.append(f"{'mIoU':<16} {self.miou * 100:6.2f}")
+        return "\n".join(lines)
+
+
+Predictor = Callable[[np.ndarray], np.ndarray]  # uint8 N x H x W x 3 -> int N x H x W
+
+
+def evaluate(predict: Predictor, dataset: FolderDataset, batch_size: int = 4) -> SegMetrics:
+    """Run ``predict`` over every labeled sample of ``dataset`` (batched by image size)."""
+    c = dataset.num_classes
+    matrix = np.zeros((c, c), np.int64)
+    for images, labels in _batches(dataset, batch_size):
+        pred = predict(np.stack(images))
+        for p, lab in zip(pred, labels):
+            matrix += confusion(p, lab, c)
+    return SegMetrics(dataset.classes, matrix)
+
+
+def _batches(dataset: FolderDataset, batch_size: int) -> Iterable[tuple[list, list]]:
+    pending: dict[tuple, tuple[list, list]] = {}
+    for i in range(len(dataset)):
+        s = dataset.load(i)
+        if s.label is None:
+            continue
+        imgs, labs = pending.setdefault(s.image.shape, ([], []))
+        imgs.append(s.image)
+        labs.append(s.label)
+        if len(imgs) == batch_size:
+            yield pending.pop(s.image.shape)
+    yield from pending.values()
+
+
+def torch_predictor(model: nn.Module, mean: list[float], std: list[float], num_classes: int, device: torch.device | str = "cpu") -> Predictor:
+    """Argmax at image resolution through the same graph the backends run."""
+    net = DeployModel(model, mean, std, num_classes).to(device)
+
+    @torch.inference_mode()
+    def predict(batch: np.ndarray) -> np.ndarray:
+        was_training = model.training
+        model.eval()
+        try:
+            prob = net(torch.from_numpy(batch).to(device))[0]
+        finally:
+            model.train(was_training)
+        return prob.argmax(1).cpu().numpy().astype(np.uint8)
+
+    return predict
+
+
+def backend_predictor(backend) -> Predictor:
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return backend.infer(batch)["prob"].argmax(1).astype(np.uint8)
+
+    return predict

@@ -1,0 +1,68 @@
+"""Training methods plug into the one loop (atool/train/loop.py).
+
+A method gets the model in ``setup`` and returns its optimisers (the loop
+applies the LR schedule to all of them); ``step`` takes one source and one
+target batch (either may be None if the method does not use it) and returns
+a dict of float losses. Discriminators and multi-step updates live inside.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+from atool.config import TrainConfig
+from atool.registry import Registry
+
+
+class Method:
+    uses_source = True
+    uses_target = False
+    needs_target_labels = False
+
+    def __init__(self, cfg: TrainConfig, num_classes: int, device: torch.device) -> None:
+        self.cfg = cfg
+        self.num_classes = num_classes
+        self.device = device
+        self.model: nn.Module | None = None
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+
+    def setup(self, model: nn.Module) -> dict[str, torch.optim.Optimizer]:
+        self.model = model
+        self.optimizers = {"model": make_optimizer(self.cfg, model.parameters(), self.cfg.lr)}
+        return self.optimizers
+
+    def step(self, source: dict[str, torch.Tensor] | None, target: dict[str, torch.Tensor] | None) -> dict[str, float]:
+        raise NotImplementedError
+
+    def extra_modules(self) -> dict[str, nn.Module]:
+        """Modules besides the model whose weights go into the checkpoint (e.g. a discriminator)."""
+        return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {f"opt.{k}": o.state_dict() for k, o in self.optimizers.items()}
+        state.update({f"module.{k}": m.state_dict() for k, m in self.extra_modules().items()})
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for k, o in self.optimizers.items():
+            if f"opt.{k}" in state:
+                o.load_state_dict(state[f"opt.{k}"])
+        for k, m in self.extra_modules().items():
+            if f"module.{k}" in state:
+                m.load_state_dict(state[f"module.{k}"])
+
+
+def make_optimizer(cfg: TrainConfig, params, lr: float) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+
+
+METHODS: Registry[type[Method]] = Registry("training method")
+
+from atool.train.methods import source as _source  # noqa: E402,F401
+from atool.train.methods import advent as _advent  # noqa: E402,F401
+from atool.train.methods import adapt as _adapt  # noqa: E402,F401
