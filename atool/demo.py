@@ -31,6 +31,44 @@ def default_demo_config() -> dict[str, Any]:
     return yaml.safe_load(text)
 
 
+def merge_demo_config(overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """The packaged demo config with ``overrides`` laid over it, section by section.
+
+    A user's YAML names only what it changes. Unknown sections or keys are
+    rejected (a typo must not silently fall back to the default); training
+    sections are checked in full later by ``build_config``.
+    """
+    cfg = default_demo_config()
+    if overrides is None:
+        return cfg
+    if not isinstance(overrides, dict):
+        raise BadInput("the demo config must be a YAML mapping of sections (data, train, source, advent, adapt, supervised, query)")
+    train_keys = set(TrainConfig.__dataclass_fields__)
+    for section, values in overrides.items():
+        if section not in cfg:
+            raise BadInput(f"demo config: unknown section {section!r}; valid: {', '.join(cfg)}")
+        if not isinstance(values, dict):
+            raise BadInput(f"demo config: section {section!r} must be a mapping, got {type(values).__name__}")
+        valid = train_keys if section in _TRAIN_SECTIONS else set(cfg[section])
+        unknown = sorted(set(values) - valid)
+        if unknown:
+            raise BadInput(f"demo config: unknown key(s) {', '.join(unknown)} in section {section!r}")
+        cfg[section].update(values)
+    d, q = cfg["data"], cfg["query"]
+    for key in ("n_source", "n_target", "n_val"):
+        if not isinstance(d[key], int) or d[key] < 1:
+            raise BadInput(f"demo config: data.{key} must be a positive integer, got {d[key]!r}")
+    size = d["size"]
+    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
+        raise BadInput(f"demo config: data.size must be [width, height], got {size!r}")
+    if not (isinstance(q["clicks_per_image"], int) and q["clicks_per_image"] >= 1):
+        raise BadInput(f"demo config: query.clicks_per_image must be a positive integer, got {q['clicks_per_image']!r}")
+    return cfg
+
+
+_TRAIN_SECTIONS = ("train", "source", "advent", "adapt", "supervised")
+
+
 def _train(name: str, common: dict, specific: dict, **paths: Any) -> dict:
     cfg = build_config(TrainConfig, {**common, **specific}, paths)
     log.info("[%s] atool train %s %s", name, cfg.method, " ".join(f"--{k.replace('_', '-')} {v}" for k, v in paths.items() if k != "method" and v is not None))
@@ -49,7 +87,7 @@ def run_demo(out: str | Path, seed: int = 0, config: dict[str, Any] | None = Non
     from atool.export.onnx import export_onnx
     from atool.train.evaluate import backend_predictor, evaluate
 
-    cfg = copy.deepcopy(config or default_demo_config())
+    cfg = merge_demo_config(copy.deepcopy(config) if config is not None else None)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()

@@ -28,7 +28,12 @@ def command(checkpoint: str | None, model_path: str | None, data: str, batch_siz
     dataset = FolderDataset(data, require_labels=True)
     require_same_classes(backend.classes, dataset.classes, f"model {checkpoint or model_path} vs data {data}")
     metrics = evaluate(backend_predictor(backend), dataset, batch_size)
+    if metrics.skipped:
+        click.echo(
+            f"atool: warning: skipped {len(metrics.skipped)} of {len(dataset)} images; first: {metrics.skipped[0][1]}",
+            err=True,
+        )
     if as_json:
-        click.echo(json.dumps({"model": str(checkpoint or model_path), "data": data, "images": len(dataset), **metrics.as_dict()}, indent=2))
+        click.echo(json.dumps({"model": str(checkpoint or model_path), "data": data, "images": len(dataset) - len(metrics.skipped), **metrics.as_dict()}, indent=2))
     else:
         click.echo(metrics.table())

@@ -17,13 +17,14 @@ TensorRT and onnxruntime releases all run.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
 import re
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import onnx
 import torch
@@ -89,6 +90,12 @@ def _name_dynamic_axes(proto: onnx.ModelProto) -> None:
                 f"the exported graph fixed the input {name} to {dims[axis].dim_value}; the model's forward "
                 "must not branch on or specialise to the image size or batch size"
             )
+        if dims[axis].dim_param in mapping:
+            # Two axes sharing a symbol means the graph only accepts, e.g., square images.
+            raise Failure(
+                f"the exported graph ties the input {name} to the {mapping[dims[axis].dim_param]}; "
+                "use a --sample-size whose sides differ and are not the batch size"
+            )
         mapping[dims[axis].dim_param] = name
     pattern = re.compile(r"\b(" + "|".join(re.escape(s) for s in mapping) + r")\b")
     for value in [*proto.graph.input, *proto.graph.output, *proto.graph.value_info]:
@@ -116,6 +123,27 @@ def _validate_args(out: Path, opset: int, sample_size: tuple[int, int], toleranc
         raise BadInput(f"sample size {sample_size} is too small; width and height must be at least {MIN_SAMPLE_SIDE}")
     if not tolerance > 0:
         raise BadInput(f"tolerance {tolerance} must be a positive number (default 1e-3)")
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Hold back the exporter's warnings (e.g. its notice on down-converting the opset) unless debugging.
+
+    They are addressed to torch developers; atool reports what matters itself
+    (the opset it produced, and a parity check that would catch a bad conversion).
+    """
+    if log.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "onnxscript", "onnx_ir")]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _to_onnx(net: DeployModel, sample_size: tuple[int, int], opset: int) -> onnx.ModelProto:
@@ -179,7 +207,8 @@ def export_onnx(
     classes = list(ckpt["classes"])
     net = DeployModel(model, ckpt["mean"], ckpt["std"], len(classes), heads=heads).eval()
 
-    proto = _to_onnx(net, sample_size, opset)
+    with _quiet_exporter():
+        proto = _to_onnx(net, sample_size, opset)
     _name_dynamic_axes(proto)
     got_opset = next((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), None)
     if got_opset != int(opset):

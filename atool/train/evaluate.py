@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Iterable
 
 import numpy as np
@@ -10,6 +10,7 @@ import torch
 import torch.nn as nn
 
 from atool.data.folder import IGNORE, FolderDataset
+from atool.errors import BadInput
 from atool.models.deploy import DeployModel
 
 
@@ -24,6 +25,8 @@ def confusion(pred: np.ndarray, label: np.ndarray, num_classes: int) -> np.ndarr
 class SegMetrics:
     classes: list[str]
     matrix: np.ndarray  # C x C
+    # (sample id, reason) for images that could not be read; they are left out, not scored as wrong.
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def iou(self) -> np.ndarray:
@@ -50,6 +53,7 @@ class SegMetrics:
             "pixel_accuracy": round(self.pixel_accuracy * 100, 2),
             "iou": {c: (None if np.isnan(v) else round(float(v) * 100, 2)) for c, v in zip(self.classes, self.iou)},
             "pixels": int(self.matrix.sum()),
+            "skipped": [{"id": i, "reason": r} for i, r in self.skipped],
         }
 
     def table(self) -> str:
@@ -64,20 +68,34 @@ Predictor = Callable[[np.ndarray], np.ndarray]  # uint8 N x H x W x 3 -> int N x
 
 
 def evaluate(predict: Predictor, dataset: FolderDataset, batch_size: int = 4) -> SegMetrics:
-    """Run ``predict`` over every labeled sample of ``dataset`` (batched by image size)."""
+    """Run ``predict`` over every labeled sample of ``dataset`` (batched by image size).
+
+    Unreadable or inconsistent samples are skipped and listed in ``skipped``;
+    if none is left the dataset is bad input.
+    """
     c = dataset.num_classes
     matrix = np.zeros((c, c), np.int64)
-    for images, labels in _batches(dataset, batch_size):
+    skipped: list[tuple[str, str]] = []
+    scored = 0
+    for images, labels in _batches(dataset, batch_size, skipped):
         pred = predict(np.stack(images))
         for p, lab in zip(pred, labels):
             matrix += confusion(p, lab, c)
-    return SegMetrics(dataset.classes, matrix)
+        scored += len(images)
+    if scored == 0:
+        first = f"; first: {skipped[0][1]}" if skipped else ""
+        raise BadInput(f"{dataset.root}: no usable labeled image to evaluate ({len(skipped)} skipped{first})")
+    return SegMetrics(dataset.classes, matrix, skipped)
 
 
-def _batches(dataset: FolderDataset, batch_size: int) -> Iterable[tuple[list, list]]:
+def _batches(dataset: FolderDataset, batch_size: int, skipped: list[tuple[str, str]]) -> Iterable[tuple[list, list]]:
     pending: dict[tuple, tuple[list, list]] = {}
     for i in range(len(dataset)):
-        s = dataset.load(i)
+        try:
+            s = dataset.load(i)
+        except BadInput as exc:
+            skipped.append((dataset.items[i][0], str(exc)))
+            continue
         if s.label is None:
             continue
         imgs, labs = pending.setdefault(s.image.shape, ([], []))

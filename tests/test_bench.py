@@ -1,0 +1,41 @@
+"""tools/bench_query.py runs end to end and reports consistent ratios (slow: it exports a model)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "tools" / "bench_query.py"
+
+
+def _load_bench():
+    spec = importlib.util.spec_from_file_location("bench_query", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_rejects_bad_arguments(capsys):
+    bench = _load_bench()
+    assert bench.main(["--images", "0"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        bench.main(["--size", "banana"])
+    assert exc.value.code == 2
+
+
+@pytest.mark.slow
+def test_bench_reports_both_backends_and_ratios(tmp_path):
+    bench = _load_bench()
+    out = tmp_path / "bench.json"
+    assert bench.main(["--images", "2", "--size", "128x64", "--repeats", "1", "--budget", "5", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    rows = {r["backend"]: r for r in result["backends"]}
+    assert set(rows) == {"torch", "onnxruntime"}
+    for r in rows.values():
+        assert r["images"] == 2 and r["infer_images_per_s"] > 0 and r["query_images_per_s"] > 0
+        assert r["end_to_end_over_inference"] == pytest.approx(r["infer_seconds"] / r["query_seconds"], rel=0.05)
+    ratio = result["onnxruntime_over_torch"]["inference"]
+    assert ratio == pytest.approx(rows["onnxruntime"]["infer_images_per_s"] / rows["torch"]["infer_images_per_s"], rel=0.05)

@@ -1,0 +1,186 @@
+#!/usr/bin/env python3
+"""Query throughput, torch vs onnxruntime, in one run (``make bench``).
+
+For each backend it measures, on the same images and the same process:
+
+* inference only: images/s of ``backend.infer`` on pre-decoded batches;
+* end to end: images/s of the whole ``atool query`` path (scan, decode
+  threads, inference, selection, pseudo labels, writing the list).
+
+and prints the ratios end-to-end / inference-only and onnxruntime / torch.
+Absolute figures depend on the machine and its load; the ratios, taken
+seconds apart in one process, are what to compare between machines.
+
+The model weights are random: throughput does not depend on their values,
+and the benchmark must not need a trained model or the network.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def _parse_size(text: str) -> tuple[int, int]:
+    w, _, h = text.lower().partition("x")
+    try:
+        size = int(w), int(h)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be WxH, e.g. 1024x512, got {text!r}") from None
+    if min(size) < 32:
+        raise argparse.ArgumentTypeError(f"size sides must be at least 32, got {text!r}")
+    return size
+
+
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--images", type=int, default=16, help="target images to query (default 16)")
+    p.add_argument("--size", type=_parse_size, default=(1024, 512), help="WxH (default 1024x512)")
+    p.add_argument("--model", default="lraspp_mobilenet_v3_small", help="registered model name")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--budget", type=int, default=50, help="points per image for the query run (default 50)")
+    p.add_argument("--strategy", default="entropy_patch")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads for both backends (0: all cores)")
+    p.add_argument("--workdir", help="keep images and models here instead of a temporary folder")
+    p.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
+    return p.parse_args(argv)
+
+
+def _prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, Path]:
+    """Target-style images, a random-init checkpoint and its ONNX export."""
+    import torch
+
+    from atool.data.synth import SYNTH_CLASSES, write_synth_pair
+    from atool.export.onnx import export_onnx
+    from atool.models import build_model
+    from atool.train.checkpoint import save_checkpoint
+
+    data = work / "data"
+    if not (data / "synth.json").is_file():
+        write_synth_pair(data, n_source=1, n_target=args.images, n_val=1, size=args.size, seed=0)
+    ckpt, onnx_path = work / "model.pt", work / "model.onnx"
+    torch.manual_seed(0)
+    model = build_model(args.model, num_classes=len(SYNTH_CLASSES)).eval()
+    save_checkpoint(ckpt, model=model, model_name=args.model, model_args={}, classes=SYNTH_CLASSES, step=0)
+    export_onnx(ckpt, onnx_path, verify=True)
+    return data / "target_train" / "images", ckpt, onnx_path
+
+
+def _median_seconds(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _bench_backend(backend, images_dir: Path, args: argparse.Namespace, work: Path) -> dict:
+    import numpy as np
+
+    from atool.data.images import list_images, read_image
+    from atool.deploy.query import run_query
+
+    decoded = [read_image(p) for p in list_images(images_dir)]
+    batches = [np.stack(decoded[i : i + args.batch_size]) for i in range(0, len(decoded), args.batch_size)]
+    n = len(decoded)
+
+    def infer_all():
+        for batch in batches:
+            backend.infer(batch)
+
+    def query_all():
+        return run_query(
+            backend,
+            images_dir,
+            args.budget,
+            per_image=True,
+            strategy=args.strategy,
+            out=work / f"queries_{backend.name}.json",
+            pseudo_out=work / f"pseudo_{backend.name}",
+            batch_size=args.batch_size,
+        )
+
+    infer_all()  # warm-up: first-call allocation and kernel selection
+    infer_s = _median_seconds(infer_all, args.repeats)
+    stages = {}
+
+    def query_keep_timings():
+        stages.update(query_all()["timings"])
+
+    query_s = _median_seconds(query_keep_timings, args.repeats)
+    return {
+        "backend": backend.name,
+        "images": n,
+        "infer_seconds": round(infer_s, 3),
+        "query_seconds": round(query_s, 3),
+        "infer_images_per_s": round(n / infer_s, 2),
+        "query_images_per_s": round(n / query_s, 2),
+        "end_to_end_over_inference": round((n / query_s) / (n / infer_s), 3),
+        "last_query_stage_seconds": stages,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _args(argv)
+    if args.images < 1 or args.batch_size < 1 or args.repeats < 1 or args.budget < 0:
+        print("bench_query: --images, --batch-size and --repeats must be >= 1 and --budget >= 0", file=sys.stderr)
+        return 2
+    if args.threads:
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    import onnxruntime
+    import torch
+
+    from atool.deploy.backends import load_backend
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory(prefix="atool-bench-") as tmp:
+        work = Path(args.workdir) if args.workdir else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        images_dir, ckpt, onnx_path = _prepare(work, args)
+        rows = []
+        for path in (ckpt, onnx_path):
+            backend = load_backend(path, threads=args.threads or None)
+            rows.append(_bench_backend(backend, images_dir, args, work))
+    torch_row, ort_row = rows
+    result = {
+        "size": f"{args.size[0]}x{args.size[1]}",
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "budget_per_image": args.budget,
+        "strategy": args.strategy,
+        "repeats": args.repeats,
+        "threads": args.threads or os.cpu_count(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",
+        "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
+        "backends": rows,
+        "onnxruntime_over_torch": {
+            "inference": round(ort_row["infer_images_per_s"] / torch_row["infer_images_per_s"], 3),
+            "end_to_end": round(ort_row["query_images_per_s"] / torch_row["query_images_per_s"], 3),
+        },
+    }
+    print(f"query benchmark: {torch_row['images']} images at {result['size']}, "
+          f"{args.model}, batch {args.batch_size}, {args.budget} points/image, {result['machine']}")
+    print(f"{'backend':<12} {'infer img/s':>12} {'query img/s':>12} {'e2e/infer':>10}")
+    for r in rows:
+        print(f"{r['backend']:<12} {r['infer_images_per_s']:12.2f} {r['query_images_per_s']:12.2f} {r['end_to_end_over_inference']:10.3f}")
+    ratio = result["onnxruntime_over_torch"]
+    print(f"onnxruntime / torch: inference {ratio['inference']:.3f}x, end to end {ratio['end_to_end']:.3f}x")
+    if args.json_out:
+        from atool.io_utils import atomic_write_json
+
+        atomic_write_json(args.json_out, result)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
