@@ -17,7 +17,7 @@ import click
 from atool import __version__
 from atool.errors import AtoolError
 
-_COMMAND_MODULES = ("data", "train", "eval", "export", "query", "oracle", "ingest", "demo")
+_COMMAND_MODULES = ("data", "train", "eval", "export", "query", "oracle", "ingest", "loop", "demo")
 
 
 class _Group(click.Group):

@@ -58,6 +58,34 @@ class TrainConfig:
     checkpoint_every: int = 0  # 0: only at the end
     eval_every: int = 0  # 0: only at the end, when `val` is set
     progress: bool | None = None  # None: a bar only when stderr is a terminal
+    # Training engine (issue 3 item 7)
+    poly_iters: int = 0  # horizon of the poly schedule; 0: iters (ADVENT: 250k horizon, stopped early at 120k)
+    stop_after: int = 0  # run at most this many steps in this invocation, checkpoint, exit (resume later); 0: no limit
+    amp: bool = False  # mixed precision on CUDA (ignored with a log line on CPU)
+    amp_dtype: str = "bf16"  # bf16 | fp16 (fp16 uses a GradScaler)
+    freeze_bn: bool = False  # BatchNorm uses running statistics and does not learn (atool.models.batchnorm)
+    source_size: tuple[int, int] | None = None  # resize source images to WxH before cropping (ADVENT: 1280x720)
+    target_size: tuple[int, int] | None = None  # resize target images to WxH before cropping (ADVENT: 1024x512)
+    target_crop: tuple[int, int] | None = None  # target random crop WxH; None: `crop`
+    # Multi-level outputs (AdaptSegNet/ADVENT): weights of the auxiliary level
+    lambda_adv_aux: float = 2e-4
+    lambda_seg_aux: float = 0.1
+    # MinEnt (ADVENT §3.1): weights of the target entropy, main and auxiliary level
+    lambda_ent: float = 1e-3
+    lambda_ent_aux: float = 2e-4
+    # self_training: on-the-fly pseudo labels (loss weight: pseudo_weight)
+    pseudo_threshold: float = 0.9  # keep pseudo labels with softmax confidence >= this
+    class_balanced: bool = False  # CBST-style per-class thresholds, capped at pseudo_threshold
+    class_balanced_portion: float = 0.5  # per class, the most confident portion of its predicted pixels kept
+    teacher: str = "model"  # model: the model being trained, in eval mode; init: a frozen copy of --init
+    # intrada: entropy ranking of the target set into easy (pseudo-labelled) and hard parts
+    easy_ratio: float = 0.67  # IntraDA's lambda
+    intrada_split: str | None = None  # split folder; default OUT without suffix + ".intrada"
+    # selector (LabOR, atool/train/methods/selector.py)
+    shared_backbone: bool = False  # heads on the frozen adapted backbone: one backbone pass at query time
+    discrepancy_weight: float | None = None  # weight w of the head discrepancy; None: 1.0 (separate backbone), 0.1 (shared: no backbone step counters the heads)
+    selector_warmup: int = 100  # steps of L_self only before the discrepancy steps start
+    head_noise: float = 0.1  # head 2's logit convs get noise of this times their weight std (breaks the symmetry)
 
     def validate(self) -> None:
         if self.iters < 0:
@@ -71,6 +99,24 @@ class TrainConfig:
         w, h = self.crop
         if w < 16 or h < 16:
             raise BadInput(f"crop must be at least 16x16, got {w}x{h}")
+        for key in ("source_size", "target_size", "target_crop"):
+            value = getattr(self, key)
+            if value is not None:
+                w, h = _parse_size(value, key)
+                if w < 16 or h < 16:
+                    raise BadInput(f"{key} must be at least 16x16, got {w}x{h}")
+                setattr(self, key, (w, h))
+        if self.amp_dtype not in ("bf16", "fp16"):
+            raise BadInput(f"amp_dtype must be bf16 or fp16, got {self.amp_dtype!r}")
+        if self.teacher not in ("model", "init"):
+            raise BadInput(f"teacher must be model or init, got {self.teacher!r}")
+        for key in ("pseudo_threshold", "class_balanced_portion"):
+            if not 0 < getattr(self, key) <= 1:
+                raise BadInput(f"{key} must be in (0, 1], got {getattr(self, key)}")
+        if not 0 < self.easy_ratio < 1:
+            raise BadInput(f"easy_ratio must be in (0, 1), got {self.easy_ratio}")
+        if self.poly_iters < 0 or self.stop_after < 0:
+            raise BadInput(f"poly_iters and stop_after must be >= 0, got {self.poly_iters} and {self.stop_after}")
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -108,14 +154,16 @@ def build_config(cls: type[C], preset: dict[str, Any] | None = None, overrides: 
     return cfg
 
 
-def _parse_size(value: Any) -> tuple[int, int]:
+def _parse_size(value: Any, key: str = "crop") -> tuple[int, int]:
+    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+        return value
     if isinstance(value, str):
         parts = value.lower().split("x")
         if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
             return int(parts[0]), int(parts[1])
     if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
         return value[0], value[1]
-    raise BadInput(f"crop must be WxH or [W, H], got {value!r}")
+    raise BadInput(f"{key} must be WxH or [W, H], got {value!r}")
 
 
 def _check_types(cfg: Any) -> None:

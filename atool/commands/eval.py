@@ -10,12 +10,29 @@ import click
 @click.command("eval")
 @click.option("--checkpoint", type=click.Path(), help="A training checkpoint (.pt).")
 @click.option("--model", "model_path", type=click.Path(), help="Any backend model file (.onnx, .pt).")
-@click.option("--data", required=True, type=click.Path(), help="Labeled dataset folder.")
+@click.option(
+    "--data", required=True,
+    help="Labeled dataset: a folder, optionally prefixed with its kind (folder:, gta5:, synthia:, cityscapes:); "
+    "without a prefix the layout decides.",
+)
+@click.option(
+    "--class-set", type=click.Choice(["19", "16", "13"]), default=None,
+    help="Cityscapes class set for gta5/synthia/cityscapes data [default: the model's, else 19].",
+)
+@click.option("--split", default="val", show_default=True, help="Cityscapes split to evaluate.")
 @click.option("--batch-size", default=4, show_default=True, type=int)
 @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
-def command(checkpoint: str | None, model_path: str | None, data: str, batch_size: int, as_json: bool) -> None:
-    """Evaluate a model: confusion matrix, per-class IoU, mIoU (255 ignored)."""
-    from atool.data.folder import FolderDataset, require_same_classes
+def command(
+    checkpoint: str | None, model_path: str | None, data: str, class_set: str | None, split: str, batch_size: int,
+    as_json: bool,
+) -> None:
+    """Evaluate a model: confusion matrix, per-class IoU, mIoU (255 ignored).
+
+    On Cityscapes-class data it also reports mIoU over the 16 and 13 (mIoU*) classes.
+    """
+    from atool.data.cityscapes_classes import class_set_of
+    from atool.data.datasets import open_dataset
+    from atool.data.folder import require_same_classes
     from atool.deploy.backends import load_backend
     from atool.errors import BadInput
     from atool.train.evaluate import backend_predictor, evaluate
@@ -25,7 +42,8 @@ def command(checkpoint: str | None, model_path: str | None, data: str, batch_siz
     if batch_size < 1:
         raise BadInput(f"--batch-size must be >= 1, got {batch_size}")
     backend = load_backend(checkpoint or model_path)
-    dataset = FolderDataset(data, require_labels=True)
+    chosen = int(class_set) if class_set else (class_set_of(backend.classes) or 19)
+    dataset = open_dataset(data, require_labels=True, class_set=chosen, split=split)
     require_same_classes(backend.classes, dataset.classes, f"model {checkpoint or model_path} vs data {data}")
     metrics = evaluate(backend_predictor(backend), dataset, batch_size)
     if metrics.skipped:

@@ -88,11 +88,12 @@ def _resolve_budget(budget: int | None, per_image: bool, top_k: int | None, stra
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--workers", type=int, default=2, show_default=True, help="Decode threads (0 = decode on the main thread).")
 @click.option("--device", default=None, help="Backend device (cpu, cuda, cuda:1)  [default: the backend's own]")
+@click.option("--exclude", type=click.Path(file_okay=False), default=None, help="Label PNGs of earlier rounds: their labeled pixels are not queried again.")
 def command(
     model: str, images: str, budget: int | None, per_image: bool, strategy: str, params: tuple[str, ...],
     grid: tuple[int, int] | None, points_per_patch: int | None, top_k: int | None, seed: int, out: str | None,
     fmt: str, image_root_url: str | None, pseudo_out: str | None, pseudo_min_confidence: float,
-    batch_size: int, workers: int, device: str | None,
+    batch_size: int, workers: int, device: str | None, exclude: str | None,
 ) -> None:
     """Score every image under --images and write the points to annotate.
 
@@ -115,6 +116,7 @@ def command(
         out=out_path, fmt=fmt, pseudo_out=pseudo_out, pseudo_min_confidence=pseudo_min_confidence,
         batch_size=batch_size, workers=workers, progress=True,
         format_options={"image_root_url": image_root_url} if image_root_url is not None else None, device=device,
+        exclude=exclude,
     )
     t = result["timings"]
     b = result["budget"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -76,24 +77,16 @@ class FolderDataset:
         self.label_dir = Path(labels) if labels is not None else self.root / "labels"
         if require_labels and not self.label_dir.is_dir():
             raise BadInput(f"{self.label_dir} does not exist: this command needs labels")
-        images = list_images(self.image_dir)
-        if not images:
-            raise BadInput(f"{self.image_dir} holds no images (png, jpg, jpeg, bmp, tif)")
-        self.items: list[tuple[str, Path, Path | None]] = []
-        missing = []
-        for path in images:
-            sid = path.relative_to(self.image_dir).with_suffix("").as_posix()
-            label = self.label_dir / f"{sid}.png"
-            if not label.is_file():
-                if require_labels:
-                    missing.append(sid)
-                label = None
-            self.items.append((sid, path, label))
-        if missing:
-            raise BadInput(
-                f"{len(missing)} of {len(images)} images in {self.image_dir} have no label in {self.label_dir} "
-                f"(first: {missing[0]}.png)"
-            )
+        self.items: list[tuple[str, Path, Path | None]] = pair_items(
+            self.image_dir, self.label_dir, require_labels=require_labels
+        )
+
+    # Where the class list came from, for error messages; adapters name their class set.
+    class_origin = "classes.txt"
+
+    def _read_label(self, path: Path) -> np.ndarray:
+        """Decode one label file into class indices (uint8 HxW, 255 = ignore); adapters map their ids here."""
+        return read_label(path)
 
     @property
     def num_classes(self) -> int:
@@ -110,7 +103,7 @@ class FolderDataset:
         image = read_image(image_path)
         label = None
         if label_path is not None:
-            label = read_label(label_path)
+            label = self._read_label(label_path)
             if label.shape != image.shape[:2]:
                 raise Mismatch(
                     f"{label_path}: label is {label.shape[1]}x{label.shape[0]} but image "
@@ -121,7 +114,7 @@ class FolderDataset:
                 values = sorted(set(np.unique(label[bad]).tolist()))[:5]
                 raise BadInput(
                     f"{label_path}: label values {values} are outside the {self.num_classes} classes "
-                    f"of classes.txt (valid: 0..{self.num_classes - 1} and 255)"
+                    f"of {self.class_origin} (valid: 0..{self.num_classes - 1} and 255)"
                 )
         return Sample(image=image, label=label, id=sid)
 
@@ -136,6 +129,41 @@ class FolderDataset:
         return bad
 
 
+def pair_items(
+    image_dir: Path,
+    label_dir: Path,
+    *,
+    require_labels: bool,
+    label_name: Callable[[str], str] = lambda sid: f"{sid}.png",
+) -> list[tuple[str, Path, Path | None]]:
+    """Index the images under ``image_dir`` as (id, image path, label path or None).
+
+    The id is the image's path relative to ``image_dir`` without suffix, with
+    '/' separators; ``label_name(id)`` is its label's path relative to
+    ``label_dir``. With ``require_labels`` a missing label is bad input naming
+    the count and the first one.
+    """
+    images = list_images(image_dir)
+    if not images:
+        raise BadInput(f"{image_dir} holds no images (png, jpg, jpeg, bmp, tif)")
+    items: list[tuple[str, Path, Path | None]] = []
+    missing = []
+    for path in images:
+        sid = path.relative_to(image_dir).with_suffix("").as_posix()
+        label: Path | None = label_dir / label_name(sid)
+        if not label.is_file():
+            if require_labels:
+                missing.append(label_name(sid))
+            label = None
+        items.append((sid, path, label))
+    if missing:
+        raise BadInput(
+            f"{len(missing)} of {len(images)} images in {image_dir} have no label in {label_dir} "
+            f"(first: {missing[0]})"
+        )
+    return items
+
+
 def require_same_classes(expected: list[str], got: list[str], what: str) -> None:
     if list(expected) != list(got):
         raise Mismatch(
@@ -145,4 +173,4 @@ def require_same_classes(expected: list[str], got: list[str], what: str) -> None
         )
 
 
-__all__ = ["FolderDataset", "Sample", "read_classes", "require_same_classes", "IGNORE", "BadImage"]
+__all__ = ["FolderDataset", "Sample", "pair_items", "read_classes", "require_same_classes", "IGNORE", "BadImage"]

@@ -13,6 +13,10 @@ Selection order (the whole determinism contract lives here):
 The first ``budget`` points in that order are chosen, so under a total budget
 a patch may be cut short only at the very end, and the result depends neither
 on the order images arrive in nor on how they were batched.
+
+Region strategies (LabOR's SPL) offer ``Regions`` instead: the same order,
+but a region is taken only while it fits both the count budget and the pixel
+budget (``select_regions``, ``RegionSelector``).
 """
 
 from __future__ import annotations
@@ -143,4 +147,118 @@ class TotalSelector:
         return self._parts[0]
 
 
-__all__ = ["Candidates", "order", "select_image", "TotalSelector"]
+@dataclass(frozen=True)
+class Regions:
+    """Candidate regions of one image (region strategies), all arrays of shape (R,).
+
+    ``x``, ``y``: a pixel inside the region (uint16/uint32); ``score``: float32;
+    ``group``: int32 region id within the image (tie-break); ``area``: int64
+    pixels; ``cls``: int16 the model's majority class over the region;
+    ``conf``: float32 the share of the region's pixels predicted as ``cls``;
+    ``counts``: object array of COCO compressed RLE strings (image-sized,
+    column-major, see ``atool.deploy.rle``). A region costs its RLE string,
+    a few hundred bytes, never an image-sized mask.
+    """
+
+    x: np.ndarray
+    y: np.ndarray
+    score: np.ndarray
+    group: np.ndarray
+    area: np.ndarray
+    cls: np.ndarray
+    conf: np.ndarray
+    counts: np.ndarray
+
+    def __len__(self) -> int:
+        return int(self.x.shape[0])
+
+    def take(self, index: np.ndarray) -> "Regions":
+        return Regions(*(getattr(self, f)[index] for f in _REGION_FIELDS))
+
+    @staticmethod
+    def build(x, y, score, group, area, cls, conf, counts, size: tuple[int, int]) -> "Regions":
+        coord = np.uint16 if max(size) <= 0xFFFF else np.uint32
+        packed = np.empty(len(counts), dtype=object)
+        packed[:] = list(counts)
+        return Regions(
+            x=np.asarray(x).astype(coord),
+            y=np.asarray(y).astype(coord),
+            score=np.asarray(score, dtype=np.float32),
+            group=np.asarray(group).astype(np.int32),
+            area=np.asarray(area).astype(np.int64),
+            cls=np.asarray(cls).astype(np.int16),
+            conf=np.asarray(conf, dtype=np.float32),
+            counts=packed,
+        )
+
+    @staticmethod
+    def concat(parts: list["Regions"]) -> "Regions":
+        if not parts:
+            return Regions.empty()
+        return Regions(*(np.concatenate([getattr(p, f) for p in parts]) for f in _REGION_FIELDS))
+
+    @staticmethod
+    def empty() -> "Regions":
+        return Regions.build(*(np.zeros(0) for _ in range(7)), counts=[], size=(1, 1))
+
+
+_REGION_FIELDS = ("x", "y", "score", "group", "area", "cls", "conf", "counts")
+
+
+def select_regions(regions: Regions, max_count: int, max_pixels: int, image: np.ndarray | None = None) -> np.ndarray:
+    """Greedy choice under a count and a pixel budget: indices into ``regions``, in selection order.
+
+    Regions are visited in selection order (score, image, group, position); one
+    is taken when it still fits both budgets, otherwise skipped, so a smaller
+    region further down may still use the pixels left. The loop is over
+    regions, not pixels.
+    """
+    idx = order(regions.score, regions.group, regions.y, regions.x, image)
+    chosen: list[int] = []
+    used = 0
+    limit = max(int(max_count), 0)
+    for j, a in zip(idx.tolist(), regions.area[idx].tolist()):
+        if len(chosen) >= limit:
+            break
+        if used + a <= max_pixels:
+            chosen.append(j)
+            used += a
+    return np.asarray(chosen, dtype=np.int64)
+
+
+class RegionSelector:
+    """Total-budget selection of regions: at most ``budget`` regions and
+    ``floor(pixel_ratio x pixels of all processed images)`` pixels.
+
+    The pixel budget is known only once every image is in, so every offered
+    region is kept until ``result`` (each as an RLE string; strategies offer
+    at most ``budget`` regions per image). Memory is O(regions offered).
+    """
+
+    def __init__(self, budget: int, pixel_ratio: float) -> None:
+        self.budget = max(int(budget), 0)
+        self.pixel_ratio = float(pixel_ratio)
+        self.pixels = 0
+        self._parts: list[tuple[np.ndarray, Regions]] = []
+        self.offered = 0
+
+    def add(self, image: int, regions: Regions, pixels: int) -> None:
+        self.pixels += int(pixels)
+        self.offered += len(regions)
+        if len(regions) and self.budget:
+            self._parts.append((np.full(len(regions), image, dtype=np.int32), regions))
+
+    def max_pixels(self) -> int:
+        return int(np.floor(self.pixel_ratio * self.pixels))
+
+    def result(self) -> tuple[np.ndarray, Regions]:
+        """(image index int32 (K,), chosen regions) in selection order."""
+        if not self._parts:
+            return np.zeros(0, np.int32), Regions.empty()
+        image = np.concatenate([p[0] for p in self._parts])
+        regions = Regions.concat([p[1] for p in self._parts])
+        idx = select_regions(regions, self.budget, self.max_pixels(), image)
+        return image[idx], regions.take(idx)
+
+
+__all__ = ["Candidates", "Regions", "order", "select_image", "select_regions", "TotalSelector", "RegionSelector"]

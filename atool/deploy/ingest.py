@@ -10,8 +10,14 @@ OUT:
   origin/<stem>.png   uint8: 0 nothing, 1 annotator, 2 pseudo label
   classes.txt         the class list the label values index
   ingest.json         what was written and what was skipped, with reasons
+                      (``points`` counts annotator-labeled pixels, clicks and
+                      region pixels alike; ``regions``/``region_pixels`` the
+                      region answers and the pixels they labeled)
 
-``<stem>`` is the image's relative path without its suffix. Annotators win
+``<stem>`` is the image's relative path without its suffix. An answer with
+a ``mask`` (COCO RLE, the answer to a region query) labels every pixel of
+the mask with its class (``atool oracle`` gives one such answer per class
+present in a region, so the region's pixels get their exact labels). Annotators win
 over pseudo labels; a null answer ("cannot tell") clears the pseudo label at
 its pixel, since a person looked there and found it ambiguous. Images with
 pseudo labels but no answers still get a label file, so one ingest gives the
@@ -36,6 +42,7 @@ import numpy as np
 
 from atool.data.folder import IGNORE, read_classes
 from atool.data.images import BadImage, list_images, read_label, write_label
+from atool.deploy import rle
 from atool.deploy.formats.atool_json import dumps
 from atool.deploy.formats.labelstudio import LOCAL_FILES_PREFIX
 from atool.deploy.jsonfile import read_json
@@ -58,6 +65,7 @@ class _ImageAnswers:
     width: int
     height: int
     points: dict[tuple[int, int], int | None] = field(default_factory=dict)
+    regions: list[tuple[dict[str, Any], int | None]] = field(default_factory=list)  # (RLE mask, class or None)
 
 
 @dataclass
@@ -121,6 +129,27 @@ class _Collector:
             return None
         return entry
 
+    def region(self, entry: _ImageAnswers, mask: Any, name: Any, qid: Any) -> None:
+        """A region answer: ``mask`` is a COCO RLE of the image; all its pixels get ``name``."""
+        try:
+            decoded_area = rle.area(mask) if isinstance(mask, dict) and "counts" in mask else None
+            size = mask.get("size") if isinstance(mask, dict) else None
+            if decoded_area is None or list(size or []) != [entry.height, entry.width]:
+                raise BadInput(f"mask size {size!r} is not the image's [{entry.height}, {entry.width}]")
+            rle.decode(mask)  # validates the counts against the size
+        except BadInput as exc:
+            self.report.skip("malformed", entry.rel, f"region mask unusable: {exc}", id=qid)
+            return
+        if name is None:
+            entry.regions.append((mask, None))
+            self.null += 1
+            return
+        known = isinstance(name, str) and name in self.index and (self.answer_classes is None or name in self.answer_classes)
+        if not known:
+            self.report.skip("unknown_class", entry.rel, f"class {name!r} is not in the class list", id=qid)
+            return
+        entry.regions.append((mask, self.index[name]))
+
     def point(self, entry: _ImageAnswers, x: int, y: int, name: Any, qid: Any) -> None:
         if not (0 <= x < entry.width and 0 <= y < entry.height):
             self.report.skip("out_of_bounds", entry.rel, f"point ({x}, {y}) lies outside {entry.width}x{entry.height}", id=qid)
@@ -154,7 +183,10 @@ def _collect_atool(doc: dict[str, Any], classes: list[str] | None, images_root: 
         if entry is None:
             continue
         for a in item["answers"]:
-            col.point(entry, a["x"], a["y"], a["label"], a["id"])
+            if "mask" in a:
+                col.region(entry, a["mask"], a["label"], a["id"])
+            else:
+                col.point(entry, a["x"], a["y"], a["label"], a["id"])
     return out_classes, col
 
 
@@ -298,7 +330,7 @@ def ingest_answers(
         raise BadInput(f"{len(out_classes)} classes do not fit uint8 labels (at most {IGNORE - 1})")
 
     out = Path(out_dir)
-    totals = {"images": 0, "answered_images": 0, "pseudo_only_images": 0, "points": 0, "pseudo_points": 0}
+    totals = {"images": 0, "answered_images": 0, "pseudo_only_images": 0, "points": 0, "pseudo_points": 0, "regions": 0, "region_pixels": 0}
     for stem, entry in sorted(col.images.items()):
         size = (entry.height, entry.width)
         label = np.full(size, IGNORE, np.uint8)
@@ -308,6 +340,12 @@ def ingest_answers(
             if p is not None:
                 has = p != IGNORE
                 label[has], origin[has] = p[has], ORIGIN_PSEUDO
+        for mask, value in entry.regions:
+            m = rle.decode(mask)
+            label[m] = IGNORE if value is None else value
+            origin[m] = ORIGIN_NONE if value is None else ORIGIN_ORACLE
+            totals["regions"] += 1
+            totals["region_pixels"] += 0 if value is None else int(m.sum())
         if entry.points:
             yx = np.array(list(entry.points.keys()), dtype=np.intp).reshape(-1, 2)
             vals = np.array([IGNORE if v is None else v for v in entry.points.values()], dtype=np.uint8)

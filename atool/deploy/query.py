@@ -11,6 +11,15 @@ the same inputs, model and seed write the same bytes apart from ``created``.
 Budget accounting in the list: ``budget.points`` is the run's total point
 budget. Under ``per_image`` it is budget x readable images, and the per-image
 figure is kept in ``budget.per_image``.
+
+Region strategies (``kind = "region"``, e.g. ``inconsistency_spl``) write
+``kind: "region"`` queries with a COCO RLE ``mask`` and a point inside it.
+For them ``budget`` counts regions (``budget.points``/``used`` as above), and
+the strategy's ``pixel_ratio`` caps their pixels: ``budget.pixel_ratio``,
+``budget.pixels`` (the pixel budget: the ratio times the pixels of the
+processed images, or of each image with ``per_image``, summed) and
+``budget.pixels_used``. Region lists are written in the atool JSON format
+only, and take no pseudo labels.
 """
 
 from __future__ import annotations
@@ -26,13 +35,14 @@ from typing import Any
 import numpy as np
 
 import atool
-from atool.data.images import list_images, relative_id
-from atool.deploy.candidates import Candidates, TotalSelector, order, select_image
+from atool.data.folder import IGNORE
+from atool.data.images import list_images, read_label, relative_id
+from atool.deploy.candidates import Candidates, Regions, RegionSelector, TotalSelector, order, select_image, select_regions
 from atool.deploy.formats import FORMATS, write_query_list
 from atool.deploy.pipeline import Decoded, decode_ahead, same_size_batches
 from atool.deploy.pseudo import PseudoWriter
 from atool.deploy.strategies import Strategy, image_rng, make_strategy
-from atool.errors import BadInput, Failure
+from atool.errors import BadInput, Failure, Mismatch
 from atool.io_utils import sha256_file
 
 log = logging.getLogger(__name__)
@@ -112,6 +122,45 @@ def _build_images(
     return out
 
 
+def _build_region_images(
+    rels: list[str], sizes: np.ndarray, chosen_image: np.ndarray, chosen: Regions, classes: list[str]
+) -> list[dict[str, Any]]:
+    """Like ``_build_images`` for regions: each query carries its RLE ``mask``."""
+    if len(chosen) == 0:
+        return []
+    idx = order(chosen.score, np.zeros(len(chosen), np.int32), chosen.y, chosen.x, chosen_image)
+    img_sorted = chosen_image[idx]
+    by_image = np.argsort(img_sorted, kind="stable")
+    grouped = idx[by_image]
+    images, bounds = np.unique(img_sorted[by_image], return_index=True)
+    entries = []
+    for img, part in zip(images.tolist(), np.split(grouped, bounds[1:])):
+        h, w = (int(v) for v in sizes[img])
+        queries = [
+            {
+                "kind": "region",
+                "x": int(chosen.x[j]),
+                "y": int(chosen.y[j]),
+                "score": _score_json(chosen.score[j]),
+                "predicted": classes[int(chosen.cls[j])] if 0 <= int(chosen.cls[j]) < len(classes) else None,
+                "area": int(chosen.area[j]),
+                "mask": {"size": [h, w], "counts": str(chosen.counts[j])},
+            }
+            for j in part.tolist()
+        ]
+        best = float(chosen.score[part].max())
+        entries.append((-best, rels[img], {"image": rels[img], "width": w, "height": h, "score": _score_json(best), "queries": queries}))
+    entries.sort(key=lambda e: (e[0], e[1]))
+    out = []
+    n = 0
+    for _, _, entry in entries:
+        for q in entry["queries"]:
+            n += 1
+            q["id"] = f"q{n:06d}"
+        out.append(entry)
+    return out
+
+
 class _Scan:
     """The per-image loop's state: candidates in, compact choices out, timings kept.
 
@@ -119,10 +168,23 @@ class _Scan:
     points); per image they are made at once and only the chosen points kept.
     """
 
-    def __init__(self, strat: Strategy, budget: int, per_image: bool, seed: int, rels: list[str], pseudo: PseudoWriter | None):
+    def __init__(
+        self, strat: Strategy, budget: int, per_image: bool, seed: int, rels: list[str], pseudo: PseudoWriter | None,
+        exclude: Path | None = None,
+    ):
         self.strat, self.budget, self.per_image, self.seed, self.rels, self.pseudo = strat, budget, per_image, seed, rels, pseudo
-        self.selector = None if per_image else TotalSelector(budget)
-        self.kept: list[tuple[int, Candidates]] = []
+        self.exclude = exclude
+        self.excluded_pixels = 0
+        self.region = getattr(strat, "kind", "point") == "region"
+        self.pixel_ratio = float(strat.params["pixel_ratio"]) if self.region else None
+        self.pixel_budget = 0  # region strategies: pixels allowed, summed over processed images (per image)
+        if per_image:
+            self.selector = None
+        elif self.region:
+            self.selector = RegionSelector(budget, self.pixel_ratio)
+        else:
+            self.selector = TotalSelector(budget)
+        self.kept: list[tuple[int, Any]] = []
         self.sizes = np.zeros((len(rels), 2), dtype=np.int32)  # (height, width) per listed image
         self.skipped: list[dict[str, str]] = []
         self.timings = {"decode": 0.0, "decode_wait": 0.0, "infer": 0.0, "select": 0.0, "write": 0.0}
@@ -156,7 +218,24 @@ class _Scan:
         rel = self.rels[item.index]
         size = item.rgb.shape[:2]
         self.sizes[item.index] = size
-        cands = self.strat.candidates(maps, image_rng(self.seed, rel), self.budget)
+        labeled = self._labeled(rel, size)
+        if labeled is not None:
+            maps = dict(maps, labeled=labeled)
+            if "head1" in maps:
+                # Heads that agree raise no inconsistency: labeled pixels leave the selector's mask.
+                maps["head2"] = np.where(labeled[None], maps["head1"], maps["head2"])
+        if self.region:
+            self._one_region(item.index, rel, size, maps)
+            self.timings["select"] += time.perf_counter() - t0
+            self.processed += 1
+            return
+        want = self.budget
+        if labeled is not None:
+            # Ask for enough extra points that dropping the labeled ones still leaves a full budget.
+            want += int(labeled.sum())
+        cands = self.strat.candidates(maps, image_rng(self.seed, rel), want)
+        if labeled is not None and len(cands):
+            cands = cands.take(np.flatnonzero(~labeled[cands.y, cands.x]))
         self.offered += len(cands)
         mask = None
         if self.per_image:
@@ -172,9 +251,45 @@ class _Scan:
         self.timings["write"] += time.perf_counter() - t1
         self.processed += 1
 
-    def chosen(self) -> tuple[np.ndarray, Candidates]:
-        """(image index int32 (K,), chosen candidates) over the whole run."""
+    def _labeled(self, rel: str, size: tuple[int, int]) -> np.ndarray | None:
+        """bool H x W of pixels already labeled (``exclude``/<stem>.png != 255), or None."""
+        if self.exclude is None:
+            return None
+        path = self.exclude / f"{PurePosixPath(rel).with_suffix('').as_posix()}.png"
+        if not path.is_file():
+            return None
+        label = read_label(path)
+        if label.shape != tuple(size):
+            raise Mismatch(f"{path}: excluded-label map is {label.shape[1]}x{label.shape[0]}, image {rel} is {size[1]}x{size[0]}")
+        labeled = label != IGNORE
+        self.excluded_pixels += int(labeled.sum())
+        return labeled
+
+    def _one_region(self, index: int, rel: str, size: tuple[int, int], maps: dict[str, np.ndarray]) -> None:
+        regions = self.strat.regions(maps, image_rng(self.seed, rel), self.budget)
+        self.offered += len(regions)
+        pixels = int(size[0]) * int(size[1])
+        if self.per_image:
+            allowed = int(np.floor(self.pixel_ratio * pixels))
+            self.pixel_budget += allowed
+            idx = select_regions(regions, self.budget, allowed)
+            if idx.size:
+                self.kept.append((index, regions.take(idx)))
+        else:
+            self.selector.add(index, regions, pixels)
+            self.pixel_budget = self.selector.max_pixels()
+
+    def chosen(self) -> tuple[np.ndarray, Any]:
+        """(image index int32 (K,), chosen candidates or regions) over the whole run."""
         t0 = time.perf_counter()
+        if self.region and self.per_image:
+            if self.kept:
+                image = np.concatenate([np.full(len(c), i, np.int32) for i, c in self.kept])
+                result = image, Regions.concat([c for _, c in self.kept])
+            else:
+                result = np.zeros(0, np.int32), Regions.empty()
+            self.timings["select"] += time.perf_counter() - t0
+            return result
         if not self.per_image:
             result = self.selector.result()
         elif self.kept:
@@ -204,6 +319,7 @@ def run_query(
     progress: bool = False,
     format_options: dict[str, Any] | None = None,
     device: str | None = None,
+    exclude: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """Choose point queries on every image under ``images``.
 
@@ -211,7 +327,9 @@ def run_query(
     ``atool.deploy.backends.Backend``. ``budget``: points in total, or per
     image with ``per_image``. Images are decoded by ``workers`` threads ahead
     of inference and run in batches of up to ``batch_size`` same-sized images.
-    ``device`` goes to the backend (None: its default).
+    ``device`` goes to the backend (None: its default). ``exclude``: a folder
+    of label PNGs keyed like the images (e.g. labels of earlier rounds); their
+    non-255 pixels are never queried again.
     Unreadable files are listed in ``skipped``; if none is readable, BadInput.
 
     Returns the query list (see module doc) with ``timings``.
@@ -232,13 +350,24 @@ def run_query(
     backend = model if isinstance(model, Backend) else load_backend(model, **({"device": device} if device else {}))
     model_path = Path(backend.path) if isinstance(model, Backend) else Path(model)
     classes = list(backend.classes)
+    if getattr(strat, "needs_heads", False) and not getattr(backend, "heads", False):
+        from atool.deploy.strategies.inconsistency import heads_message
+
+        raise BadInput(f"{heads_message(strategy)}; {model_path.name} has no head1/head2 outputs")
+    region = getattr(strat, "kind", "point") == "region"
+    if region and pseudo_out is not None:
+        raise BadInput(f"strategy {strategy!r} writes region queries; pseudo labels (--pseudo-out) come only from point strategies")
+    if region and fmt != "json":
+        raise BadInput(f"strategy {strategy!r} writes region queries, which only the json format carries (got --format {fmt})")
     if pseudo_out is not None:
         if len(classes) > 254:
             raise BadInput(f"the model has {len(classes)} classes; pseudo labels are uint8 PNGs and hold at most 254")
         _check_stems(rels)
 
     pseudo = PseudoWriter(Path(pseudo_out), pseudo_min_confidence, deferred=not per_image) if pseudo_out is not None else None
-    scan = _Scan(strat, budget, per_image, seed, rels, pseudo)
+    if exclude is not None and not Path(exclude).is_dir():
+        raise BadInput(f"exclude folder {exclude} does not exist")
+    scan = _Scan(strat, budget, per_image, seed, rels, pseudo, Path(exclude) if exclude is not None else None)
     bar = None
     if progress and sys.stderr.isatty():
         from tqdm import tqdm
@@ -263,7 +392,8 @@ def run_query(
             raise BadInput(f"none of the {len(paths)} images under {root} could be read (first: {first})")
         chosen_image, chosen = scan.chosen()
         t0 = time.perf_counter()
-        entries = _build_images(rels, scan.sizes, chosen_image, chosen, classes)
+        build = _build_region_images if region else _build_images
+        entries = build(rels, scan.sizes, chosen_image, chosen, classes)
         t1 = time.perf_counter()
         if pseudo is not None:
             pseudo.finish(chosen_image, chosen)
@@ -281,7 +411,11 @@ def run_query(
     budget_block: dict[str, Any] = {"points": points, "scope": "per_image" if per_image else "total", "used": used}
     if per_image:
         budget_block["per_image"] = budget
-    if used < points:
+    if region:
+        budget_block["pixel_ratio"] = scan.pixel_ratio
+        budget_block["pixels"] = int(scan.pixel_budget)
+        budget_block["pixels_used"] = int(sum(q["area"] for e in entries for q in e["queries"]))
+    if used < points and not region:
         log.warning(
             "only %d candidate points for a budget of %d%s; all usable ones are listed (strategy %s, %d images)",
             used, points, " (per image: %d)" % budget if per_image else "", strategy, processed,
@@ -296,7 +430,8 @@ def run_query(
         "budget": budget_block,
         "images": entries,
         "skipped": skipped,
-        "stats": {"images_found": len(paths), "images_processed": processed, "candidates": int(scan.offered)},
+        "stats": {"images_found": len(paths), "images_processed": processed, "candidates": int(scan.offered),
+                  "excluded_pixels": int(scan.excluded_pixels)},
     }
     if pseudo is not None:
         query_list["pseudo"] = {"dir": str(pseudo_out), "images": pseudo.images, "points": pseudo.points, "min_confidence": float(pseudo_min_confidence)}

@@ -1,8 +1,9 @@
 """Model registry and builders.
 
 Every model maps a float NCHW batch (normalised RGB) to a dict:
-  ``out``  logits N x C x h x w at the model's output stride (h = ceil(H/8) for
-           the bundled models). Upsampling is left to the consumer: the loss
+  ``out``  logits N x C x h x w at the model's output stride s, h = ceil(H/s):
+           8 for LR-ASPP and DeepLab-v2, 16 for DeepLabV3, 4 for DeepLabV3+.
+           Upsampling is left to the consumer: the loss
            upsamples to the label size, the deploy wrapper to the image size
            inside the exported graph, so training never pays for full-size
            logits it does not need.
@@ -22,6 +23,9 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 # Import for registration side effects.
 from atool.models import mobilenet as _mobilenet  # noqa: E402,F401
+from atool.models import deeplabv2 as _deeplabv2  # noqa: E402,F401
+from atool.models import deeplabv3plus as _deeplabv3plus  # noqa: E402,F401
+from atool.models import selector as _selector  # noqa: E402,F401
 
 
 def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:

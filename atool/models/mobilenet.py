@@ -18,39 +18,20 @@ from torchvision.models._utils import IntermediateLayerGetter
 from torchvision.models.segmentation.deeplabv3 import DeepLabHead
 from torchvision.models.segmentation.lraspp import LRASPPHead
 
-from atool.errors import BadInput, Mismatch
 from atool.models import MODELS
+from atool.models.weights import load_backbone_state
 
 _BACKBONES = {"small": mobilenet_v3_small, "large": mobilenet_v3_large}
 
 
 def load_backbone_weights(backbone: nn.Module, path: str | os.PathLike) -> None:
-    """Load a torchvision-format ImageNet state dict (``features.*`` keys) into the backbone.
+    """Load a torchvision-format ImageNet MobileNetV3 state dict (``features.*`` keys) into ``backbone``.
 
-    Classifier keys are dropped; any missing feature key is an error because a
-    silently half-loaded backbone trains to a worse model without telling anyone.
+    Classifier keys are dropped; any missing, unexpected or mis-shaped feature
+    key is a Mismatch (see ``atool.models.weights.load_backbone_state``).
     """
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise BadInput(f"backbone weights {path} not found") from None
-    except Exception as exc:  # torch raises many types for a corrupt file
-        raise BadInput(f"backbone weights {path} could not be read: {type(exc).__name__}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise BadInput(f"backbone weights {path} is not a state dict")
-    features = {k[len("features."):]: v for k, v in state.items() if k.startswith("features.")}
-    if not features:
-        raise BadInput(f"backbone weights {path} has no 'features.*' keys (expected a torchvision MobileNetV3 state dict)")
-    own = backbone.state_dict()
-    missing = [k for k in own if k not in features]
-    if missing:
-        raise Mismatch(f"backbone weights {path} lack {len(missing)} keys of this backbone (first: features.{missing[0]})")
-    for k, v in features.items():
-        if k in own and own[k].shape != v.shape:
-            raise Mismatch(f"backbone weights {path}: features.{k} has shape {tuple(v.shape)}, model needs {tuple(own[k].shape)}")
-    backbone.load_state_dict({k: features[k] for k in own})
+    expected = "a torchvision MobileNetV3 state dict (features.* keys)"
+    load_backbone_state(backbone, path, prefix="features.", expected=expected)
 
 
 def _features(size: str, backbone_weights: str | None) -> nn.Sequential:

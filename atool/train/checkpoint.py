@@ -3,7 +3,9 @@
 Layout (a plain dict, so ``torch.load(weights_only=True)`` reads it):
   format, atool_version, model {name, args}, classes, mean, std, step,
   state_dict, method_state (optimisers, discriminator...), config (resolved),
-  rng (torch/numpy/python states for bit-exact resume).
+  rng (torch/numpy/python/cuda states of every rank: {"per_rank": [...],
+  "world_size", "torch"}), data (global samples consumed per batch stream).
+Together, rng, data, method_state and step make resume bit-exact.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ def save_checkpoint(
     method_state: dict[str, Any] | None = None,
     config: dict[str, Any] | None = None,
     rng: dict[str, Any] | None = None,
+    data: dict[str, int] | None = None,
 ) -> Path:
     payload = {
         "format": FORMAT,
@@ -53,6 +56,7 @@ def save_checkpoint(
         "method_state": method_state or {},
         "config": config or {},
         "rng": rng or {},
+        "data": dict(data or {}),
     }
     buf = io.BytesIO()
     torch.save(payload, buf)

@@ -1,5 +1,10 @@
 """Training batches from folder datasets: random crops, flips, endless iteration.
 
+Under DDP every rank reads its own shard of one global stream: global sample
+``g`` goes to rank ``g % world_size``; positions are counted in global
+samples, so a run resumes exactly where it stopped (and a resume with another
+batch size or world size still never repeats or skips a sample of the order).
+
 Batches are dicts of tensors:
   image   uint8 N x 3 x h x w (normalised on the training device, not here, so
           worker processes ship a quarter of the bytes)
@@ -15,6 +20,8 @@ from typing import Iterator
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
+
+import cv2
 
 from atool.data.folder import IGNORE, FolderDataset
 from atool.data.images import read_label
@@ -47,8 +54,11 @@ class CropDataset(Dataset):
         origin_dir: Path | None = None,
         weights: tuple[float, float] = (1.0, 1.0),
         cache: bool = True,
+        size: tuple[int, int] | None = None,
     ) -> None:
+        """``size`` (W, H): resize every image (bilinear; labels and weights nearest) before cropping."""
         self.folder = folder
+        self.size = tuple(size) if size else None
         self.crop_w, self.crop_h = crop
         self.flip = flip
         self.with_labels = with_labels
@@ -70,7 +80,15 @@ class CropDataset(Dataset):
                 label = np.full(sample.image.shape[:2], IGNORE, np.uint8)
             if self.origin_dir is not None:
                 weight = self._weights(sample.id, label)
-        item = (sample.image, label if self.with_labels else None, weight)
+        image = sample.image
+        label = label if self.with_labels else None
+        if self.size is not None and (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
+            if label is not None:
+                label = cv2.resize(label, self.size, interpolation=cv2.INTER_NEAREST)
+            if weight is not None:
+                weight = cv2.resize(weight, self.size, interpolation=cv2.INTER_NEAREST)
+        item = (image, label, weight)
         if self.cache is not None:
             self.cache[index] = item
         return item
@@ -113,26 +131,53 @@ class CropDataset(Dataset):
 
 
 class _SeededSampler(torch.utils.data.Sampler):
-    """Endless shuffled (index, crop_seed) pairs, resumable at any batch count."""
+    """Endless shuffled (index, crop_seed) pairs of one rank's shard, resumable at any sample count.
 
-    def __init__(self, n: int, seed: int, start: int = 0) -> None:
+    The global stream is a fresh permutation per epoch (seeded by ``seed`` and
+    the epoch); global sample ``g`` has crop seed ``seed * 1_000_003 + g`` and
+    belongs to rank ``g % world_size``. ``start`` is the number of global
+    samples already consumed (by all ranks).
+    """
+
+    def __init__(self, n: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1) -> None:
         self.n, self.seed, self.start = n, seed, start
+        self.rank, self.world_size = rank, world_size
 
     def __len__(self) -> int:
         return 2**62  # endless; DataLoader only needs a number
 
     def __iter__(self):
-        i = self.start
+        g = self.start + self.rank
+        epoch_cached, order = -1, None
         while True:
-            epoch, pos = divmod(i, self.n)
-            order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-            yield int(order[pos]), int(self.seed * 1_000_003 + i)
-            i += 1
+            epoch, pos = divmod(g, self.n)
+            if epoch != epoch_cached:
+                order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+                epoch_cached = epoch
+            yield int(order[pos]), int(self.seed * 1_000_003 + g)
+            g += self.world_size
 
 
-def endless_batches(dataset: CropDataset, batch_size: int, seed: int, start_step: int, workers: int) -> Iterator[dict]:
-    """Batches forever; ``start_step`` skips what a resumed run already consumed."""
-    sampler = _SeededSampler(len(dataset), seed, start_step * batch_size)
+def endless_batches(
+    dataset: CropDataset,
+    batch_size: int,
+    seed: int,
+    start_samples: int,
+    workers: int,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[dict]:
+    """Batches of ``batch_size`` per rank, forever.
+
+    ``start_samples`` is the number of global samples a resumed run already
+    consumed (steps x batch size x world size). The loader draws its worker
+    seeds from its own generator, never from the global torch RNG, so creating
+    it leaves the training RNG untouched (needed for bit-exact resume).
+    """
+    sampler = _SeededSampler(len(dataset), seed, start_samples, rank, world_size)
+    generator = torch.Generator()
+    generator.manual_seed(seed * 1_000_003 + start_samples + rank)
     loader = DataLoader(
         dataset,
         batch_size=batch_size,
@@ -140,6 +185,7 @@ def endless_batches(dataset: CropDataset, batch_size: int, seed: int, start_step
         num_workers=workers,
         collate_fn=_collate,
         persistent_workers=workers > 0,
+        generator=generator,
     )
     return iter(loader)
 

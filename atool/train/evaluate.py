@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -38,9 +38,34 @@ class SegMetrics:
 
     @property
     def miou(self) -> float:
-        """Mean over classes present in the ground truth (the Cityscapes convention)."""
-        present = self.matrix.sum(1) > 0
-        return float(np.nanmean(self.iou[present])) if present.any() else float("nan")
+        """Mean IoU over the classes whose IoU is defined (TP + FP + FN > 0).
+
+        This is the official Cityscapes evaluation's average (cityscapesscripts
+        ``getScoreAverage``): a class absent from both labels and predictions is
+        left out; one predicted but absent from the labels counts as 0.
+        """
+        return self.miou_over(self.classes)
+
+    def miou_over(self, names: Sequence[str]) -> float:
+        """Mean IoU over the named classes (same rule as ``miou``), e.g. the 13 of mIoU*.
+
+        The IoUs are those of the full C-class confusion matrix.
+        """
+        missing = [n for n in names if n not in self.classes]
+        if missing:
+            raise BadInput(f"classes {missing[:4]} are not among the evaluated classes ({', '.join(self.classes[:6])}...)")
+        iou = self.iou[[self.classes.index(n) for n in names]]
+        return float(np.mean(iou[~np.isnan(iou)])) if (~np.isnan(iou)).any() else float("nan")
+
+    def subset_mious(self) -> dict[str, float]:
+        """``miou_16`` / ``miou_13`` (mIoU*) for each Cityscapes subset whose classes are all evaluated."""
+        from atool.data.cityscapes_classes import CLASSES_13, CLASSES_16
+
+        return {
+            f"miou_{len(names)}": self.miou_over(names)
+            for names in (CLASSES_16, CLASSES_13)
+            if all(n in self.classes for n in names)
+        }
 
     @property
     def pixel_accuracy(self) -> float:
@@ -50,6 +75,7 @@ class SegMetrics:
     def as_dict(self) -> dict:
         return {
             "miou": round(self.miou * 100, 2),
+            **{k: _pct(v) for k, v in self.subset_mious().items()},
             "pixel_accuracy": round(self.pixel_accuracy * 100, 2),
             "iou": {c: (None if np.isnan(v) else round(float(v) * 100, 2)) for c, v in zip(self.classes, self.iou)},
             "pixels": int(self.matrix.sum()),
@@ -61,7 +87,13 @@ class SegMetrics:
         for c, v in zip(self.classes, self.iou):
             lines.append(f"{c:<16} {'  n/a' if np.isnan(v) else f'{v * 100:6.2f}'}")
         lines.append(f"{'mIoU':<16} {self.miou * 100:6.2f}")
+        for key, value in self.subset_mious().items():
+            lines.append(f"{'mIoU-' + key[5:]:<16} {'  n/a' if np.isnan(value) else f'{value * 100:6.2f}'}")
         return "\n".join(lines)
+
+
+def _pct(value: float) -> float | None:
+    return None if np.isnan(value) else round(value * 100, 2)
 
 
 Predictor = Callable[[np.ndarray], np.ndarray]  # uint8 N x H x W x 3 -> int N x H x W

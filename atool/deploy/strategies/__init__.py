@@ -22,7 +22,9 @@ from atool.errors import BadInput
 from atool.registry import Registry
 
 # One image's backend outputs: "prob" float32 C x H x W, "entropy" float32 H x W
-# (normalised by log C), optionally "head1"/"head2" float32 C x H x W.
+# (normalised by log C), optionally "head1"/"head2" float32 C x H x W, and
+# "labeled" bool H x W (pixels labeled in earlier rounds: never to be proposed;
+# the query drops any that a strategy still returns).
 Maps = dict[str, np.ndarray]
 
 
@@ -112,6 +114,7 @@ def make_strategy(name: str, params: dict[str, Any] | None = None) -> Strategy:
 from atool.deploy.strategies import confidence as _confidence  # noqa: E402,F401
 from atool.deploy.strategies import entropy as _entropy  # noqa: E402,F401
 from atool.deploy.strategies import entropy_patch as _entropy_patch  # noqa: E402,F401
+from atool.deploy.strategies import inconsistency as _inconsistency  # noqa: E402,F401
 from atool.deploy.strategies import margin as _margin  # noqa: E402,F401
 from atool.deploy.strategies import random_points as _random_points  # noqa: E402,F401
 

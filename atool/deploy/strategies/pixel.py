@@ -61,6 +61,9 @@ class PixelStrategy(Strategy):
 
     def candidates(self, maps: Maps, rng: np.random.Generator, want: int) -> Candidates:
         u = self.uncertainty(maps)
+        if "labeled" in maps:
+            # Already-labeled pixels must neither be proposed nor suppress their unlabeled neighbours.
+            u = np.where(maps["labeled"], np.finfo(np.float32).min, u).astype(np.float32)
         h, w = u.shape
         flat = u.reshape(-1)
         idx = local_maxima(u, self.params["radius"], rng)

@@ -29,6 +29,11 @@ class Method:
         self.model: nn.Module | None = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
 
+    def wrap_model(self, model: nn.Module, name: str, args: dict[str, Any]) -> tuple[nn.Module, str, dict[str, Any]]:
+        """Hook before ``setup``: a method that trains a different model (the selector wraps the
+        adapted model) returns it here, with the registry name and args its checkpoint records."""
+        return model, name, args
+
     def setup(self, model: nn.Module) -> dict[str, torch.optim.Optimizer]:
         self.model = model
         self.optimizers = {"model": make_optimizer(self.cfg, model.parameters(), self.cfg.lr)}
@@ -66,3 +71,8 @@ METHODS: Registry[type[Method]] = Registry("training method")
 from atool.train.methods import source as _source  # noqa: E402,F401
 from atool.train.methods import advent as _advent  # noqa: E402,F401
 from atool.train.methods import adapt as _adapt  # noqa: E402,F401
+from atool.train.methods import finetune as _finetune  # noqa: E402,F401
+from atool.train.methods import minent as _minent  # noqa: E402,F401
+from atool.train.methods import self_training as _self_training  # noqa: E402,F401
+from atool.train.methods import intrada as _intrada  # noqa: E402,F401
+from atool.train.methods import selector as _selector  # noqa: E402,F401

@@ -19,5 +19,10 @@ from atool.train.methods.advent import Advent
 class ActiveAdapt(Advent):
     needs_target_labels = True
 
-    def target_supervision(self, target, logits):
-        return {"target_ce": seg_ce(logits, target["label"], target.get("weight"))}
+    def target_supervision(self, target, logits, aux):
+        losses = {"target_ce": seg_ce(logits, target["label"], target.get("weight"))}
+        if aux:
+            # Multi-level: the auxiliary classifier learns the clicks too, at its source-CE weight.
+            aux_ce = sum(seg_ce(a, target["label"], target.get("weight")) for a in aux)
+            losses["target_ce_aux"] = self.cfg.lambda_seg_aux * aux_ce
+        return losses

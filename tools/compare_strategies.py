@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Compare query strategies over LabOR-style stages on the built-in pair (issue 3, item 8).
+
+Starting from one UDA model (the demo's ADVENT G1), every arm runs the same
+``atool loop``: STAGES x (selector if needed -> query -> oracle -> ingest ->
+finetune on all labeled target pixels). Arms:
+
+* ``inconsistency_ppl`` with a separate-backbone selector (LabOR's PPL), and
+  again with the shared-backbone selector (heads on the frozen adapted
+  features: one backbone pass at query time);
+* ``random`` and ``entropy_patch`` at exactly the clicks PPL used, stage by
+  stage (total budget = PPL's count, so the comparison is at equal clicks);
+* ``inconsistency_spl``: whole inconsistency regions up to a pixel ratio per
+  stage (LabOR: about 2.2% of pixels after three stages);
+* target-supervised (full labels), from the demo run.
+
+Query time is the ``atool query`` wall time of each stage (selector or model
+forward, selection, writing), summed over stages, measured in this one run.
+
+Usage: tools/compare_strategies.py --out runs/compare [--demo-dir DIR] [--seed S]
+If --demo-dir has no finished ``atool demo`` run, one is made there first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+
+def _args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", required=True, help="folder for the arms' runs and compare.json")
+    p.add_argument("--demo-dir", help="an `atool demo` output folder to start from (default: OUT/demo)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--stages", type=int, default=3)
+    p.add_argument("--ppl-points", type=int, default=4, help="PPL points per image per stage, at most one per class")
+    p.add_argument("--spl-ratio", type=float, default=0.0073, help="SPL pixel ratio per stage (3 x 0.0073 = 2.2%%)")
+    p.add_argument("--selector-iters", type=int, default=100)
+    p.add_argument("--retrain-iters", type=int, default=150)
+    p.add_argument("--arms", default="ppl,ppl_shared,random,entropy_patch,spl", help="comma-separated subset")
+    return p.parse_args(argv)
+
+
+def _train_common(demo_cfg: dict) -> dict:
+    common = dict(demo_cfg["train"])
+    common.pop("disc_channels", None)
+    return common
+
+
+def main(argv=None) -> int:
+    args = _args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from atool.demo import default_demo_config, run_demo
+    from atool.io_utils import atomic_write_json
+    from atool.rounds import run_loop
+
+    out = Path(args.out)
+    demo_dir = Path(args.demo_dir) if args.demo_dir else out / "demo"
+    if not (demo_dir / "demo_results.json").is_file():
+        run_demo(demo_dir, seed=args.seed)
+    demo = json.loads((demo_dir / "demo_results.json").read_text())
+    data = demo_dir / "data"
+    common = _train_common(demo["config"] if "config" in demo else default_demo_config())
+    lr = demo["config"]["adapt"]["lr"]
+    base = {
+        "stages": args.stages,
+        "train": common,
+        "selector": {"iters": args.selector_iters, "lr": lr},
+        "retrain": {"iters": args.retrain_iters, "lr": lr},
+    }
+    paths = dict(source=data / "source", target=data / "target_train", oracle_labels=data / "target_train" / "oracle_labels",
+                 init=demo_dir / "advent.pt", val=data / "target_val", seed=args.seed)
+
+    def loop(name: str, query: dict, selector: dict | None = None) -> dict:
+        cfg = {**base, "query": query}
+        if selector:
+            cfg["selector"] = {**base["selector"], **selector}
+        t0 = time.perf_counter()
+        summary = run_loop(out=out / name, config=cfg, **paths)
+        summary["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        return summary
+
+    arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    results: dict[str, dict] = {}
+    if "ppl" in arms or "random" in arms or "entropy_patch" in arms:
+        results["inconsistency_ppl"] = loop("ppl", {"strategy": "inconsistency_ppl", "budget": args.ppl_points, "per_image": True})
+    if "ppl_shared" in arms:
+        results["inconsistency_ppl (shared backbone)"] = loop(
+            "ppl_shared", {"strategy": "inconsistency_ppl", "budget": args.ppl_points, "per_image": True}, {"shared_backbone": True})
+    if "spl" in arms:
+        results["inconsistency_spl"] = loop(
+            "spl", {"strategy": "inconsistency_spl", "budget": 0, "per_image": True, "params": {"pixel_ratio": args.spl_ratio}})
+    ppl_clicks = [s["queries"] for s in results.get("inconsistency_ppl", {}).get("stages", [])]
+    for arm in ("random", "entropy_patch"):
+        if arm not in arms:
+            continue
+        # Equal clicks: each stage spends what PPL spent in that stage, as a total budget.
+        stage_results = []
+        for k, clicks in enumerate(ppl_clicks, start=1):
+            cfg_stage = {"strategy": arm, "budget": clicks, "per_image": False}
+            summary = run_loop(out=out / arm, config={**base, "stages": k, "query": cfg_stage}, **paths)
+            stage_results = summary["stages"]
+        results[arm] = {**summary, "stages": stage_results}
+
+    rows = []
+    for name, summary in results.items():
+        stages = summary["stages"]
+        rows.append({
+            "arm": name,
+            "miou_per_stage": [s["miou"] for s in stages],
+            "miou": stages[-1]["miou"] if stages else None,
+            "clicks": sum(s["queries"] for s in stages),
+            "labeled_pixels": stages[-1]["merge"]["total_pixels"] if stages else 0,
+            "query_seconds": round(sum(s.get("query_seconds", 0.0) for s in stages), 2),
+        })
+    sup = next(r for r in demo["results"] if r["model"] == "target-supervised")
+    start = next(r for r in demo["results"] if r["model"] == "UDA (ADVENT)")
+    n_pool = demo["target_images"]
+    pixels = n_pool * demo["config"]["data"]["size"][0] * demo["config"]["data"]["size"][1]
+    report = {"seed": args.seed, "pool_images": n_pool, "pool_pixels": pixels, "start_miou": start["miou"],
+              "target_supervised_miou": sup["miou"], "arms": rows}
+    atomic_write_json(out / "compare.json", report)
+    print(f"{'arm':<38} {'mIoU':>6} {'clicks':>7} {'px %':>6} {'query s':>8}  per stage")
+    print(f"{'start: UDA (ADVENT)':<38} {start['miou']:6.2f} {0:7d} {0:6.2f} {'-':>8}")
+    for r in rows:
+        print(f"{r['arm']:<38} {r['miou']:6.2f} {r['clicks']:7d} {100 * r['labeled_pixels'] / pixels:6.2f} "
+              f"{r['query_seconds']:8.2f}  {r['miou_per_stage']}")
+    print(f"{'target-supervised':<38} {sup['miou']:6.2f} {'all':>7} {100:6.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
