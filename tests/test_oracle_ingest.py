@@ -93,7 +93,7 @@ def test_oracle_cli_and_bad_input(world):
     out = world["root"] / "answers.json"
     r = CliRunner().invoke(oracle_command, ["--queries", str(world["queries"]), "--labels", str(world["gt"]), "--out", str(out)])
     assert r.exit_code == 0, r.output
-    assert "6 answers" in r.output and "2 images skipped" in r.output
+    assert "6 point answers" in r.output and "2 images skipped" in r.output
     bad = world["root"] / "bad.json"
     bad.write_text("{ not json")
     assert "not valid JSON" in one_line_exit_2(CliRunner().invoke(oracle_command, ["--queries", str(bad), "--labels", str(world["gt"])]))

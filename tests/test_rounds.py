@@ -152,3 +152,17 @@ def test_query_exclude_skips_labeled_pixels(synth_pair, tiny_checkpoint, tmp_pat
 
     assert_one_line_error(run_cli("query", "--model", tiny_checkpoint, "--images", pool, "--budget", "5",
                                   "--exclude", tmp_path / "missing", "--out", out), 2, "exclude")
+
+
+def test_labor_loop_preset_is_a_valid_loop_config():
+    from pathlib import Path
+
+    from atool.config import TrainConfig, build_config, load_yaml
+    from atool.rounds import loop_config
+
+    path = Path(__file__).resolve().parents[1] / "configs" / "labor_loop.yaml"
+    assert "Source of truth" in path.read_text().split("\n\n")[0]
+    cfg = loop_config(load_yaml(path))
+    assert cfg["stages"] == 3 and cfg["query"]["strategy"] == "inconsistency_spl"
+    for section, method in (("selector", "selector"), ("retrain", "finetune")):
+        build_config(TrainConfig, {**cfg["train"], **cfg[section]}, {"method": method, "out": "x.pt"})

@@ -117,8 +117,18 @@ def main(argv=None) -> int:
             "labeled_pixels": stages[-1]["merge"]["total_pixels"] if stages else 0,
             "query_seconds": round(sum(s.get("query_seconds", 0.0) for s in stages), 2),
         })
-    sup = next(r for r in demo["results"] if r["model"] == "target-supervised")
-    start = next(r for r in demo["results"] if r["model"] == "UDA (ADVENT)")
+    # Scored here, with this version's evaluation, rather than copied from the demo's table.
+    from atool.data.folder import FolderDataset
+    from atool.deploy.backends import load_backend
+    from atool.train.evaluate import backend_predictor, evaluate
+
+    val_set = FolderDataset(data / "target_val", require_labels=True)
+
+    def score(ckpt: Path) -> float:
+        return round(evaluate(backend_predictor(load_backend(ckpt)), val_set).miou * 100, 2)
+
+    sup = {"miou": score(demo_dir / "supervised.pt")}
+    start = {"miou": score(demo_dir / "advent.pt")}
     n_pool = demo["target_images"]
     pixels = n_pool * demo["config"]["data"]["size"][0] * demo["config"]["data"]["size"][1]
     report = {"seed": args.seed, "pool_images": n_pool, "pool_pixels": pixels, "start_miou": start["miou"],

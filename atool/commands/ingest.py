@@ -19,6 +19,7 @@ def command(answers: str, out: str, pseudo: str | None, images: str | None, clas
 
     s = ingest_answers(answers, out, pseudo_dir=pseudo, images_root=images, classes=classes)
     click.echo(
-        f"ingest: {s['images']} label files, {s['points']} answered points ({s['null_answers']} null), "
+        f"ingest: {s['images']} label files, {s['points']} annotator-labeled pixels"
+        f"{' (%d in %d region answers)' % (s['region_pixels'], s['regions']) if s.get('regions') else ''} ({s['null_answers']} null), "
         f"{s['pseudo_points']} pseudo points, {s['skipped_total']} items skipped -> {out}"
     )

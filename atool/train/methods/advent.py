@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from atool.errors import BadInput
 from atool.models.discriminator import EntropyDiscriminator
 from atool.train.amp import precision_of
 from atool.train.distributed import average_gradients, broadcast_module, unwrap
@@ -28,6 +29,7 @@ from atool.train.losses import aux_logits, seg_ce, self_information, upsample
 from atool.train.methods import METHODS, Method
 
 SOURCE_DOMAIN, TARGET_DOMAIN = 0.0, 1.0
+MIN_DISC_INPUT = 32
 
 
 def count_aux_levels(model: nn.Module, device: torch.device) -> int:
@@ -74,6 +76,13 @@ class Advent(Method):
         return {}
 
     def _d_loss(self, disc: nn.Module, maps: torch.Tensor, domain: float) -> torch.Tensor:
+        h, w = maps.shape[-2:]
+        if min(h, w) < MIN_DISC_INPUT:
+            # Five 4x4 stride-2 convs leave nothing of a smaller map; say so instead of torch's conv error.
+            raise BadInput(
+                f"the entropy discriminator needs crops of at least {MIN_DISC_INPUT}x{MIN_DISC_INPUT} pixels, "
+                f"got {w}x{h}; use a larger --crop (and images at least that large)"
+            )
         out = disc(maps)
         return F.binary_cross_entropy_with_logits(out.float(), torch.full_like(out.float(), domain))
 
