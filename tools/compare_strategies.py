@@ -51,6 +51,32 @@ def _train_common(demo_cfg: dict) -> dict:
     return common
 
 
+def _time_queries(out: Path, images: Path, adapted: Path, points: int, repeats: int = 3) -> dict:
+    """`atool query` wall time of the stage-1 selectors (and the adapted model alone), back to back."""
+    import statistics
+    import tempfile
+
+    from atool.deploy.backends import load_backend
+    from atool.deploy.query import run_query
+
+    models = {"adapted model, entropy_patch": (adapted, "entropy_patch"),
+              "separate-backbone selector, ppl": (out / "ppl" / "stage_1" / "selector.pt", "inconsistency_ppl"),
+              "shared-backbone selector, ppl": (out / "ppl_shared" / "stage_1" / "selector.pt", "inconsistency_ppl")}
+    result = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, (path, strategy) in models.items():
+            if not path.is_file():
+                continue
+            backend = load_backend(path)
+            times = []
+            for _ in range(repeats):
+                q = run_query(backend, images, points, per_image=True, strategy=strategy, out=Path(tmp) / "q.json")
+                times.append(q["timings"]["total"])
+            sec = statistics.median(times)
+            result[name] = {"seconds": round(sec, 3), "images_per_s": round(q["stats"]["images_processed"] / sec, 2)}
+    return result
+
+
 def main(argv=None) -> int:
     args = _args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -131,7 +157,8 @@ def main(argv=None) -> int:
     start = {"miou": score(demo_dir / "advent.pt")}
     n_pool = demo["target_images"]
     pixels = n_pool * demo["config"]["data"]["size"][0] * demo["config"]["data"]["size"][1]
-    report = {"seed": args.seed, "pool_images": n_pool, "pool_pixels": pixels, "start_miou": start["miou"],
+    query_time = _time_queries(out, data / "target_train" / "images", demo_dir / "advent.pt", args.ppl_points)
+    report = {"query_time": query_time, "seed": args.seed, "pool_images": n_pool, "pool_pixels": pixels, "start_miou": start["miou"],
               "target_supervised_miou": sup["miou"], "arms": rows}
     atomic_write_json(out / "compare.json", report)
     print(f"{'arm':<38} {'mIoU':>6} {'clicks':>7} {'px %':>6} {'query s':>8}  per stage")
@@ -140,6 +167,9 @@ def main(argv=None) -> int:
         print(f"{r['arm']:<38} {r['miou']:6.2f} {r['clicks']:7d} {100 * r['labeled_pixels'] / pixels:6.2f} "
               f"{r['query_seconds']:8.2f}  {r['miou_per_stage']}")
     print(f"{'target-supervised':<38} {sup['miou']:6.2f} {'all':>7} {100:6.2f}")
+    if query_time:
+        print("query time over the pool, median of 3, same process: " +
+              ", ".join(f"{k} {v['seconds']:.2f}s ({v['images_per_s']:.1f} img/s)" for k, v in query_time.items()))
     return 0
 
 

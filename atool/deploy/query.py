@@ -83,32 +83,27 @@ def _score_json(value: float) -> float:
     return float(str(np.float32(value)))
 
 
-def _build_images(
-    rels: list[str], sizes: np.ndarray, chosen_image: np.ndarray, chosen: Candidates, classes: list[str]
+def _group_by_image(
+    rels: list[str], sizes: np.ndarray, chosen_image: np.ndarray, chosen: Candidates | Regions, make_query
 ) -> list[dict[str, Any]]:
-    """Group chosen points by image; images by best score then path, points by score then (y, x)."""
+    """Group chosen queries by image; images by best score then path, queries by score then (y, x).
+
+    ``make_query(j, height, width)`` turns chosen item ``j`` into its query dict (without ``id``);
+    ids are numbered afterwards in file order.
+    """
     if len(chosen) == 0:
         return []
     # File order ignores patch ids: score, then image, then (y, x).
     idx = order(chosen.score, np.zeros(len(chosen), np.int32), chosen.y, chosen.x, chosen_image)
     img_sorted = chosen_image[idx]
-    # A stable sort by image groups each image's points and keeps their order.
+    # A stable sort by image groups each image's queries and keeps their order.
     by_image = np.argsort(img_sorted, kind="stable")
     grouped = idx[by_image]
     images, bounds = np.unique(img_sorted[by_image], return_index=True)
     entries = []
     for img, part in zip(images.tolist(), np.split(grouped, bounds[1:])):
         h, w = (int(v) for v in sizes[img])
-        queries = [
-            {
-                "kind": "point",
-                "x": int(chosen.x[j]),
-                "y": int(chosen.y[j]),
-                "score": _score_json(chosen.score[j]),
-                "predicted": classes[int(chosen.cls[j])] if 0 <= int(chosen.cls[j]) < len(classes) else None,
-            }
-            for j in part.tolist()
-        ]
+        queries = [make_query(j, h, w) for j in part.tolist()]
         best = float(chosen.score[part].max())
         entries.append((-best, rels[img], {"image": rels[img], "width": w, "height": h, "score": _score_json(best), "queries": queries}))
     entries.sort(key=lambda e: (e[0], e[1]))
@@ -120,45 +115,33 @@ def _build_images(
             q["id"] = f"q{n:06d}"
         out.append(entry)
     return out
+
+
+def _predicted(classes: list[str], cls: int) -> str | None:
+    return classes[cls] if 0 <= cls < len(classes) else None
+
+
+def _build_images(
+    rels: list[str], sizes: np.ndarray, chosen_image: np.ndarray, chosen: Candidates, classes: list[str]
+) -> list[dict[str, Any]]:
+    def point(j: int, h: int, w: int) -> dict[str, Any]:
+        return {"kind": "point", "x": int(chosen.x[j]), "y": int(chosen.y[j]), "score": _score_json(chosen.score[j]),
+                "predicted": _predicted(classes, int(chosen.cls[j]))}
+
+    return _group_by_image(rels, sizes, chosen_image, chosen, point)
 
 
 def _build_region_images(
     rels: list[str], sizes: np.ndarray, chosen_image: np.ndarray, chosen: Regions, classes: list[str]
 ) -> list[dict[str, Any]]:
     """Like ``_build_images`` for regions: each query carries its RLE ``mask``."""
-    if len(chosen) == 0:
-        return []
-    idx = order(chosen.score, np.zeros(len(chosen), np.int32), chosen.y, chosen.x, chosen_image)
-    img_sorted = chosen_image[idx]
-    by_image = np.argsort(img_sorted, kind="stable")
-    grouped = idx[by_image]
-    images, bounds = np.unique(img_sorted[by_image], return_index=True)
-    entries = []
-    for img, part in zip(images.tolist(), np.split(grouped, bounds[1:])):
-        h, w = (int(v) for v in sizes[img])
-        queries = [
-            {
-                "kind": "region",
-                "x": int(chosen.x[j]),
-                "y": int(chosen.y[j]),
-                "score": _score_json(chosen.score[j]),
-                "predicted": classes[int(chosen.cls[j])] if 0 <= int(chosen.cls[j]) < len(classes) else None,
-                "area": int(chosen.area[j]),
-                "mask": {"size": [h, w], "counts": str(chosen.counts[j])},
-            }
-            for j in part.tolist()
-        ]
-        best = float(chosen.score[part].max())
-        entries.append((-best, rels[img], {"image": rels[img], "width": w, "height": h, "score": _score_json(best), "queries": queries}))
-    entries.sort(key=lambda e: (e[0], e[1]))
-    out = []
-    n = 0
-    for _, _, entry in entries:
-        for q in entry["queries"]:
-            n += 1
-            q["id"] = f"q{n:06d}"
-        out.append(entry)
-    return out
+
+    def region(j: int, h: int, w: int) -> dict[str, Any]:
+        return {"kind": "region", "x": int(chosen.x[j]), "y": int(chosen.y[j]), "score": _score_json(chosen.score[j]),
+                "predicted": _predicted(classes, int(chosen.cls[j])), "area": int(chosen.area[j]),
+                "mask": {"size": [h, w], "counts": str(chosen.counts[j])}}
+
+    return _group_by_image(rels, sizes, chosen_image, chosen, region)
 
 
 class _Scan:
