@@ -143,9 +143,13 @@ def run_loop(
         ingest_answers(answers, ingested, images_root=target / "images")
         merged = merge_stage_labels(accumulated, ingested)
         model_path = stage_dir / "model.pt"
-        _train(cfg["retrain"], shared, method="finetune", source=str(source), target=str(target),
-               target_labels=str(accumulated), init=str(current), out=str(model_path))
-        current = model_path
+        if merged.total_pixels:
+            _train(cfg["retrain"], shared, method="finetune", source=str(source), target=str(target),
+                   target_labels=str(accumulated), init=str(current), out=str(model_path))
+            current = model_path
+        else:
+            log.warning("[stage %d] no target pixel is labeled yet: nothing to retrain on, the model stays %s", k, current)
+            model_path = current
         record = {
             "stage": k,
             "strategy": q["strategy"],

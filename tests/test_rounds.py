@@ -41,6 +41,17 @@ def test_stages_accumulate_without_duplicates_or_pseudo_labels(tmp_path):
     assert int((read_label(acc / "origin" / "img.png") == ORIGIN_ORACLE).sum()) == 3
 
 
+def test_an_empty_stage_adds_nothing(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    (empty / "classes.txt").write_text("a\nb\nc\n")
+    (empty / "ingest.json").write_text("{}")
+    assert merge_stage_labels(tmp_path / "acc", empty).total_pixels == 0
+    merge_stage_labels(tmp_path / "acc", _stage(tmp_path / "s1", {(0, 0): 1}))
+    r = merge_stage_labels(tmp_path / "acc", empty)
+    assert (r.new_pixels, r.total_pixels) == (0, 1)
+
+
 def test_merge_rejects_other_classes_sizes_and_non_ingest_folders(tmp_path):
     acc = tmp_path / "acc"
     merge_stage_labels(acc, _stage(tmp_path / "s1", {(0, 0): 1}))
@@ -166,3 +177,16 @@ def test_labor_loop_preset_is_a_valid_loop_config():
     assert cfg["stages"] == 3 and cfg["query"]["strategy"] == "inconsistency_spl"
     for section, method in (("selector", "selector"), ("retrain", "finetune")):
         build_config(TrainConfig, {**cfg["train"], **cfg[section]}, {"method": method, "out": "x.pt"})
+
+
+def test_loop_with_spl_regions_labels_whole_masks(synth_pair, tiny_checkpoint, tmp_path):
+    cfg = _loop_config(tmp_path, "stages: 2\nquery: {strategy: inconsistency_spl, budget: 1000, per_image: true, params: {pixel_ratio: 0.05}}\n")
+    out = tmp_path / "run"
+    r = run_cli(*_loop_args(synth_pair, tiny_checkpoint, out, cfg))
+    assert r.exit_code == 0, r.output
+    stages = json.loads((out / "loop.json").read_text())["stages"]
+    for s in stages:
+        assert s["merge"]["duplicate_pixels"] == 0
+        # Each stage labels at most 5% of the pool's pixels (6 images of 64x32), in whole regions.
+        assert s["merge"]["new_pixels"] <= 0.05 * 6 * 64 * 32
+    assert stages[-1]["merge"]["total_pixels"] == sum(s["merge"]["new_pixels"] for s in stages) > 0

@@ -11,7 +11,8 @@ finetune on all labeled target pixels). Arms:
 * ``random`` and ``entropy_patch`` at exactly the clicks PPL used, stage by
   stage (total budget = PPL's count, so the comparison is at equal clicks);
 * ``inconsistency_spl``: whole inconsistency regions up to a pixel ratio per
-  stage (LabOR: about 2.2% of pixels after three stages);
+  stage (LabOR: about 2.2% of pixels after three stages), with either selector
+  (the separate-backbone mask can be smaller than the ratio allows);
 * target-supervised (full labels), from the demo run.
 
 Query time is the ``atool query`` wall time of each stage (selector or model
@@ -40,8 +41,9 @@ def _args(argv):
     p.add_argument("--ppl-points", type=int, default=4, help="PPL points per image per stage, at most one per class")
     p.add_argument("--spl-ratio", type=float, default=0.0073, help="SPL pixel ratio per stage (3 x 0.0073 = 2.2%%)")
     p.add_argument("--selector-iters", type=int, default=100)
+    p.add_argument("--selector-warmup", type=int, default=50, help="selector steps before the discrepancy step starts")
     p.add_argument("--retrain-iters", type=int, default=150)
-    p.add_argument("--arms", default="ppl,ppl_shared,random,entropy_patch,spl", help="comma-separated subset")
+    p.add_argument("--arms", default="ppl,ppl_shared,random,entropy_patch,spl,spl_shared", help="comma-separated subset")
     return p.parse_args(argv)
 
 
@@ -95,7 +97,7 @@ def main(argv=None) -> int:
     base = {
         "stages": args.stages,
         "train": common,
-        "selector": {"iters": args.selector_iters, "lr": lr},
+        "selector": {"iters": args.selector_iters, "selector_warmup": args.selector_warmup, "lr": lr},
         "retrain": {"iters": args.retrain_iters, "lr": lr},
     }
     paths = dict(source=data / "source", target=data / "target_train", oracle_labels=data / "target_train" / "oracle_labels",
@@ -119,7 +121,11 @@ def main(argv=None) -> int:
             "ppl_shared", {"strategy": "inconsistency_ppl", "budget": args.ppl_points, "per_image": True}, {"shared_backbone": True})
     if "spl" in arms:
         results["inconsistency_spl"] = loop(
-            "spl", {"strategy": "inconsistency_spl", "budget": 0, "per_image": True, "params": {"pixel_ratio": args.spl_ratio}})
+            "spl", {"strategy": "inconsistency_spl", "budget": 100_000, "per_image": True, "params": {"pixel_ratio": args.spl_ratio}})
+    if "spl_shared" in arms:
+        results["inconsistency_spl (shared backbone)"] = loop(
+            "spl_shared", {"strategy": "inconsistency_spl", "budget": 100_000, "per_image": True, "params": {"pixel_ratio": args.spl_ratio}},
+            {"shared_backbone": True})
     ppl_clicks = [s["queries"] for s in results.get("inconsistency_ppl", {}).get("stages", [])]
     for arm in ("random", "entropy_patch"):
         if arm not in arms:

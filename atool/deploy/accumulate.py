@@ -35,6 +35,10 @@ class MergeReport:
 def merge_stage_labels(accumulated: str | os.PathLike, stage: str | os.PathLike) -> MergeReport:
     """Add the annotator pixels of the ingest folder ``stage`` to ``accumulated`` (created if absent)."""
     acc, stage = Path(accumulated), Path(stage)
+    if (stage / "ingest.json").is_file() and not (stage / "labels").is_dir():
+        # A stage whose queries found nothing to ask (e.g. the heads agree everywhere) adds no labels.
+        total = sum(int((read_label(p) == ORIGIN_ORACLE).sum()) for p in list_images(acc / "origin")) if (acc / "origin").is_dir() else 0
+        return MergeReport(total_pixels=total)
     if not (stage / "labels").is_dir() or not (stage / "origin").is_dir():
         raise BadInput(f"{stage} is not an `atool ingest` output folder (labels/ and origin/ expected)")
     classes = read_classes(stage / "classes.txt")
