@@ -40,6 +40,7 @@ class TrainConfig:
     flip: bool = True
     optimizer: str = "sgd"  # sgd | adamw
     lr: float = 2.5e-4
+    head_lr_mult: float = 1.0  # LR multiplier of everything outside the model's `backbone` (ADVENT/DeepLab-v2: 10 for the ASPP classifiers)
     momentum: float = 0.9
     weight_decay: float = 5e-4
     poly_power: float = 0.9
@@ -94,6 +95,8 @@ class TrainConfig:
             raise BadInput(f"batch size must be >= 1, got {self.batch_size}")
         if self.lr <= 0:
             raise BadInput(f"lr must be > 0, got {self.lr}")
+        if self.head_lr_mult <= 0:
+            raise BadInput(f"head_lr_mult must be > 0, got {self.head_lr_mult}")
         if self.optimizer not in ("sgd", "adamw"):
             raise BadInput(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         w, h = self.crop

@@ -49,6 +49,36 @@ def test_poly_lr_matches_formula_and_is_applied_to_every_optimizer():
     assert opts["disc"].param_groups[0]["lr"] == pytest.approx(1e-4 * (1 - 60 / 250) ** 0.9)
 
 
+def test_head_lr_mult_splits_backbone_and_classifier_groups():
+    from atool.errors import BadInput
+    from atool.models import build_model
+    from atool.train.methods import model_param_groups
+
+    model = build_model("deeplabv2_resnet50", num_classes=5)
+    one = model_param_groups(model, 1e-3)  # the default keeps one group (old optimiser states still load)
+    assert len(one) == 1 and len(one[0]["params"]) == len(list(model.parameters()))
+    backbone, head = model_param_groups(model, 1e-3, 10.0)
+    assert backbone["lr"] == 1e-3 and head["lr"] == pytest.approx(1e-2)
+    ids = lambda ps: {id(p) for p in ps}  # noqa: E731
+    assert ids(backbone["params"]) == ids(model.backbone.parameters())
+    assert ids(head["params"]) == ids(model.classifier.parameters()) | ids(model.aux_classifier.parameters())
+    with pytest.raises(BadInput, match="backbone"):
+        model_param_groups(torch.nn.Conv2d(3, 5, 1), 1e-3, 10.0)
+
+
+def test_head_lr_mult_through_the_cli_keeps_the_ratio_under_poly(synth_pair, tmp_path):
+    out = tmp_path / "m.pt"
+    r = run_cli("train", "source", "--source", synth_pair / "source", "--out", out, "--head-lr-mult", "10", "--lr", "1e-3",
+                "--iters", "4", "--stop-after", "2", "--batch-size", "2", "--crop", "64x32")
+    assert r.exit_code == 0, r.output
+    groups = load_checkpoint(out)["method_state"]["opt.model"]["param_groups"]
+    assert len(groups) == 2
+    # The LR of the last update taken (step index 1 of 4) is what the optimiser state holds.
+    assert groups[0]["lr"] == pytest.approx(1e-3 * (1 - 1 / 4) ** 0.9) and groups[1]["lr"] == pytest.approx(10 * groups[0]["lr"])
+    r = run_cli("train", "source", "--source", synth_pair / "source", "--out", tmp_path / "x.pt", "--head-lr-mult", "0", *FAST)
+    assert_one_line_error(r, contains="head_lr_mult must be > 0")
+
+
 # --- bit-exact resume ------------------------------------------------------------------------
 
 def test_rng_state_round_trip_survives_a_checkpoint(tmp_path):
@@ -257,6 +287,7 @@ def test_presets_are_valid_configs_naming_their_source(name):
     cfg = build_config(TrainConfig, preset, {"out": "x.pt"})  # unknown keys would raise
     assert cfg.lr == 2.5e-4 and cfg.momentum == 0.9 and cfg.poly_power == 0.9 and cfg.optimizer == "sgd"
     assert cfg.model == "deeplabv2_resnet101" and cfg.weight_decay in (5e-4, 1e-4)
+    assert cfg.head_lr_mult == 10  # DeepLab-v2's ASPP classifiers at 10x, as AdaptSegNet/ADVENT train them
     assert cfg.iters in (120_000, 250_000) and cfg.source is None and cfg.target is None  # paths come from the CLI
     from atool.train.methods import METHODS
 

@@ -108,6 +108,12 @@ def test_out_stays_the_adapted_prediction(adapted, synth_pair, target_batch, sha
         assert set(method.optimizers) == {"heads", "backbone"}
 
 
+def test_heads_take_the_classifier_lr_multiplier(adapted, synth_pair):
+    method, _ = _method(adapted, synth_pair, head_lr_mult=10.0)
+    assert method.optimizers["heads"].param_groups[0]["lr"] == pytest.approx(1e-2)
+    assert method.optimizers["backbone"].param_groups[0]["lr"] == pytest.approx(1e-3)
+
+
 def test_selector_needs_an_adapted_init(adapted, synth_pair):
     ck = load_checkpoint(adapted)
     cfg = build_config(TrainConfig, {}, dict(method="selector", target=str(synth_pair / "target_train"), out="x.pt"))

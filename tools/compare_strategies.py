@@ -15,11 +15,16 @@ finetune on all labeled target pixels). Arms:
   (the separate-backbone mask can be smaller than the ratio allows);
 * target-supervised (full labels), from the demo run.
 
+For every arm the report also gives where the labels landed (labeled pixels
+by ground-truth class, DESIGN.md §4) and the final model's IoU per class, so a
+strategy's mIoU can be traced to the classes it asked about.
+
 Query time is the ``atool query`` wall time of each stage (selector or model
 forward, selection, writing), summed over stages, measured in this one run.
 
 Usage: tools/compare_strategies.py --out runs/compare [--demo-dir DIR] [--seed S]
 If --demo-dir has no finished ``atool demo`` run, one is made there first.
+--report-only rebuilds compare.json and the tables from the arms already in OUT.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ def _args(argv):
     p.add_argument("--selector-iters", type=int, default=100)
     p.add_argument("--selector-warmup", type=int, default=50, help="selector steps before the discrepancy step starts")
     p.add_argument("--retrain-iters", type=int, default=150)
+    p.add_argument("--report-only", action="store_true", help="do not train: report the finished arms found in OUT")
     p.add_argument("--arms", default="ppl,ppl_shared,random,entropy_patch,spl,spl_shared", help="comma-separated subset")
     return p.parse_args(argv)
 
@@ -79,11 +85,61 @@ def _time_queries(out: Path, images: Path, adapted: Path, points: int, repeats: 
     return result
 
 
+# Arm folder under OUT -> arm name in the report.
+ARM_NAMES = {
+    "ppl": "inconsistency_ppl",
+    "ppl_shared": "inconsistency_ppl (shared backbone)",
+    "random": "random",
+    "entropy_patch": "entropy_patch",
+    "spl": "inconsistency_spl",
+    "spl_shared": "inconsistency_spl (shared backbone)",
+}
+
+
+def _labeled_by_class(labels: Path | None, oracle_labels: Path) -> dict[str, int]:
+    """Pixel counts per class: of an arm's accumulated labels (a loop's OUT/labels), or of the
+    whole pool's ground truth when ``labels`` is None (the reference share of each class)."""
+    import numpy as np
+    from PIL import Image
+
+    root = labels if labels is not None else oracle_labels.parent
+    classes = [c for c in (root / "classes.txt").read_text().splitlines() if c.strip()]
+    counts = np.zeros(256, dtype=np.int64)
+    for path in sorted((labels / "labels" if labels is not None else oracle_labels).glob("*.png")):
+        counts += np.bincount(np.asarray(Image.open(path)).ravel(), minlength=256)
+    return {c: int(counts[i]) for i, c in enumerate(classes)}
+
+
+def _print_class_tables(report: dict) -> None:
+    classes = list(report["pool_by_class"])
+    head = f"{'':<38}" + "".join(f"{c[:8]:>9}" for c in classes)
+
+    def share(counts: dict[str, int]) -> str:
+        total = max(1, sum(counts.values()))
+        return "".join(f"{100 * counts[c] / total:9.1f}" for c in classes)
+
+    print("\nlabeled pixels by class, % of the arm's labels (pool: the ground truth of all pool pixels)")
+    print(head)
+    print(f"{'pool':<38}" + share(report["pool_by_class"]))
+    for r in report["arms"]:
+        print(f"{r['arm']:<38}" + share(r["labeled_by_class"]))
+
+    def ious(iou: dict) -> str:
+        return "".join(f"{iou[c]:9.1f}" if iou.get(c) is not None else f"{'-':>9}" for c in classes)
+
+    print("\nIoU per class on target_val after the last stage")
+    print(head)
+    print(f"{'start: UDA (ADVENT)':<38}" + ious(report["start_iou"]))
+    for r in report["arms"]:
+        if "iou" in r:
+            print(f"{r['arm']:<38}" + ious(r["iou"]))
+    print(f"{'target-supervised':<38}" + ious(report["target_supervised_iou"]))
+
+
 def main(argv=None) -> int:
     args = _args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from atool.demo import default_demo_config, run_demo
-    from atool.io_utils import atomic_write_json
     from atool.rounds import run_loop
 
     out = Path(args.out)
@@ -113,6 +169,9 @@ def main(argv=None) -> int:
         return summary
 
     arms = [a.strip() for a in args.arms.split(",") if a.strip()]
+    if args.report_only:
+        results = {ARM_NAMES[d]: json.loads((out / d / "loop.json").read_text()) for d in ARM_NAMES if (out / d / "loop.json").is_file()}
+        return _report(args, out, demo_dir, demo, results)
     results: dict[str, dict] = {}
     if "ppl" in arms or "random" in arms or "entropy_patch" in arms:
         results["inconsistency_ppl"] = loop("ppl", {"strategy": "inconsistency_ppl", "budget": args.ppl_points, "per_image": True})
@@ -137,7 +196,14 @@ def main(argv=None) -> int:
             summary = run_loop(out=out / arm, config={**base, "stages": k, "query": cfg_stage}, **paths)
             stage_results = summary["stages"]
         results[arm] = {**summary, "stages": stage_results}
+    return _report(args, out, demo_dir, demo, results)
 
+
+def _report(args, out: Path, demo_dir: Path, demo: dict, results: dict[str, dict]) -> int:
+    from atool.io_utils import atomic_write_json
+
+    data = demo_dir / "data"
+    folder_of = {name: folder for folder, name in ARM_NAMES.items()}
     rows = []
     for name, summary in results.items():
         stages = summary["stages"]
@@ -148,6 +214,8 @@ def main(argv=None) -> int:
             "clicks": sum(s["queries"] for s in stages),
             "labeled_pixels": stages[-1]["merge"]["total_pixels"] if stages else 0,
             "query_seconds": round(sum(s.get("query_seconds", 0.0) for s in stages), 2),
+            "final_model": str(stages[-1]["model"]) if stages else None,
+            "labeled_by_class": _labeled_by_class(out / folder_of[name] / "labels", data / "target_train" / "oracle_labels"),
         })
     # Scored here, with this version's evaluation, rather than copied from the demo's table.
     from atool.data.folder import FolderDataset
@@ -156,16 +224,21 @@ def main(argv=None) -> int:
 
     val_set = FolderDataset(data / "target_val", require_labels=True)
 
-    def score(ckpt: Path) -> float:
-        return round(evaluate(backend_predictor(load_backend(ckpt)), val_set).miou * 100, 2)
+    def score(ckpt: Path) -> dict:
+        result = evaluate(backend_predictor(load_backend(ckpt)), val_set)
+        return {"miou": round(result.miou * 100, 2), "iou": result.as_dict()["iou"]}
 
-    sup = {"miou": score(demo_dir / "supervised.pt")}
-    start = {"miou": score(demo_dir / "advent.pt")}
+    for r in rows:
+        if r["final_model"]:
+            r["iou"] = score(Path(r["final_model"]))["iou"]
+    sup = score(demo_dir / "supervised.pt")
+    start = score(demo_dir / "advent.pt")
     n_pool = demo["target_images"]
     pixels = n_pool * demo["config"]["data"]["size"][0] * demo["config"]["data"]["size"][1]
     query_time = _time_queries(out, data / "target_train" / "images", demo_dir / "advent.pt", args.ppl_points)
     report = {"query_time": query_time, "seed": args.seed, "pool_images": n_pool, "pool_pixels": pixels, "start_miou": start["miou"],
-              "target_supervised_miou": sup["miou"], "arms": rows}
+              "start_iou": start["iou"], "target_supervised_miou": sup["miou"], "target_supervised_iou": sup["iou"],
+              "pool_by_class": _labeled_by_class(None, data / "target_train" / "oracle_labels"), "arms": rows}
     atomic_write_json(out / "compare.json", report)
     print(f"{'arm':<38} {'mIoU':>6} {'clicks':>7} {'px %':>6} {'query s':>8}  per stage")
     print(f"{'start: UDA (ADVENT)':<38} {start['miou']:6.2f} {0:7d} {0:6.2f} {'-':>8}")
@@ -173,6 +246,7 @@ def main(argv=None) -> int:
         print(f"{r['arm']:<38} {r['miou']:6.2f} {r['clicks']:7d} {100 * r['labeled_pixels'] / pixels:6.2f} "
               f"{r['query_seconds']:8.2f}  {r['miou_per_stage']}")
     print(f"{'target-supervised':<38} {sup['miou']:6.2f} {'all':>7} {100:6.2f}")
+    _print_class_tables(report)
     if query_time:
         print("query time over the pool, median of 3, same process: " +
               ", ".join(f"{k} {v['seconds']:.2f}s ({v['images_per_s']:.1f} img/s)" for k, v in query_time.items()))

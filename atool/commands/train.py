@@ -42,6 +42,7 @@ def _method_names() -> list[str]:
 @click.option("--batch-size", type=int)
 @click.option("--crop", type=SIZE, help="Random crop WxH.")
 @click.option("--lr", type=float)
+@click.option("--head-lr-mult", type=float, help="LR multiplier of the classifier (everything outside the backbone); ADVENT uses 10.")
 @click.option("--optimizer", type=click.Choice(["sgd", "adamw"]))
 @click.option("--lambda-adv", type=float, help="Adversarial entropy weight (advent, adapt).")
 @click.option("--lambda-adv-aux", type=float, help="Adversarial weight of the auxiliary level (multi-level advent).")

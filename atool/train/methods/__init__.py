@@ -14,6 +14,7 @@ import torch
 import torch.nn as nn
 
 from atool.config import TrainConfig
+from atool.errors import BadInput
 from atool.registry import Registry
 
 
@@ -36,7 +37,7 @@ class Method:
 
     def setup(self, model: nn.Module) -> dict[str, torch.optim.Optimizer]:
         self.model = model
-        self.optimizers = {"model": make_optimizer(self.cfg, model.parameters(), self.cfg.lr)}
+        self.optimizers = {"model": make_optimizer(self.cfg, model_param_groups(model, self.cfg.lr, self.cfg.head_lr_mult), self.cfg.lr)}
         return self.optimizers
 
     def step(self, source: dict[str, torch.Tensor] | None, target: dict[str, torch.Tensor] | None) -> dict[str, float]:
@@ -58,6 +59,27 @@ class Method:
         for k, m in self.extra_modules().items():
             if f"module.{k}" in state:
                 m.load_state_dict(state[f"module.{k}"])
+
+
+def model_param_groups(model: nn.Module, lr: float, head_lr_mult: float = 1.0) -> list[dict[str, Any]]:
+    """Optimiser parameter groups: the ``backbone`` at ``lr``, everything else at ``lr * head_lr_mult``.
+
+    DeepLab-v2 as trained by AdaptSegNet and ADVENT gives its freshly initialised
+    ASPP classifiers ten times the backbone's LR. With a multiplier of 1 there is
+    one group, so optimiser states saved before this option existed still load.
+    The loop's LR schedule scales every group from its own base LR.
+    """
+    from atool.train.distributed import unwrap
+
+    if head_lr_mult == 1.0:
+        return [{"params": list(model.parameters()), "lr": lr}]
+    net = unwrap(model)
+    backbone = getattr(net, "backbone", None)
+    if not isinstance(backbone, nn.Module):
+        raise BadInput(f"head_lr_mult {head_lr_mult} needs a model with a `backbone` module; {type(net).__name__} has none. Use head_lr_mult 1")
+    in_backbone = {id(p) for p in backbone.parameters()}
+    head = [p for p in net.parameters() if id(p) not in in_backbone]
+    return [{"params": list(backbone.parameters()), "lr": lr}, {"params": head, "lr": lr * head_lr_mult}]
 
 
 def make_optimizer(cfg: TrainConfig, params, lr: float) -> torch.optim.Optimizer:

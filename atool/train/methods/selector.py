@@ -103,7 +103,8 @@ class LaborSelector(Method):
         # The steps call the selector's parts directly (features, heads), not the DDP forward, so under
         # torchrun the gradients are averaged by hand (average_gradients) before every update.
         self.model = net
-        self.optimizers = {"heads": make_optimizer(self.cfg, net.head_parameters(), self.cfg.lr)}
+        # The heads are the selector's classifiers: they get the classifier LR multiplier (ADVENT's 10x).
+        self.optimizers = {"heads": make_optimizer(self.cfg, net.head_parameters(), self.cfg.lr * self.cfg.head_lr_mult)}
         backbone = [p for p in net.trainable_backbone() if p.requires_grad]
         if backbone:
             self.optimizers["backbone"] = make_optimizer(self.cfg, backbone, self.cfg.lr)
