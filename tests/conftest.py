@@ -59,3 +59,13 @@ def assert_one_line_error(result, code: int = 2, contains: str | None = None) ->
     assert len(err_lines) <= 1
     if contains:
         assert contains.lower() in text.lower(), text
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module: CI has 2 cores shared with other jobs, and extra threads
+    only add contention on these small models."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

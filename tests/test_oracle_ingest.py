@@ -253,15 +253,13 @@ def test_ingest_bad_input_one_line(world):
     one_line_exit_2(CliRunner().invoke(ingest_command, [str(bad), "--classes", str(world["root"] / "none.txt"), "--out", out]))
 
 
-def test_query_oracle_ingest_round_trip(world, tmp_path):
+def test_query_oracle_ingest_round_trip(world, tmp_path, one_torch_thread):
     """Through the real pipeline: random-init model, oracle from GT, ingest with pseudo labels."""
-    import torch
 
     from atool.deploy.query import run_query
     from atool.models import build_model
     from atool.train.checkpoint import save_checkpoint
 
-    torch.set_num_threads(1)
     model = tmp_path / "m.pt"
     save_checkpoint(model, model=build_model("lraspp_mobilenet_v3_small", num_classes=3), model_name="lraspp_mobilenet_v3_small",
                     model_args={}, classes=CLASSES, step=0)

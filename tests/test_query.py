@@ -30,13 +30,7 @@ GOOD = ["a.png", "b.jpg", "gray.png", "rgba.png", "sixteen.png", "sub/c.png", "s
 BAD = ["corrupt.png", "truncated.png", "text.png"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # The CI boxes have 2 cores shared with other jobs; intra-op threads only add contention here.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

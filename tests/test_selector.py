@@ -18,13 +18,7 @@ from atool.train.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_checkpoint,
 from atool.train.methods.selector import LaborSelector, inconsistency_fraction
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # 2 shared cores: two intra-op threads per process slow these small steps down many times under load.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -140,29 +140,28 @@ class _Collector:
         except BadInput as exc:
             self.report.skip("malformed", entry.rel, f"region mask unusable: {exc}", id=qid)
             return
-        if name is None:
-            entry.regions.append((mask, None))
-            self.null += 1
-            return
-        known = isinstance(name, str) and name in self.index and (self.answer_classes is None or name in self.answer_classes)
-        if not known:
-            self.report.skip("unknown_class", entry.rel, f"class {name!r} is not in the class list", id=qid)
-            return
-        entry.regions.append((mask, self.index[name]))
+        usable, cls = self._class_of(entry, name, qid)
+        if usable:
+            entry.regions.append((mask, cls))
 
     def point(self, entry: _ImageAnswers, x: int, y: int, name: Any, qid: Any) -> None:
         if not (0 <= x < entry.width and 0 <= y < entry.height):
             self.report.skip("out_of_bounds", entry.rel, f"point ({x}, {y}) lies outside {entry.width}x{entry.height}", id=qid)
             return
+        usable, cls = self._class_of(entry, name, qid)
+        if usable:
+            entry.points[(y, x)] = cls
+
+    def _class_of(self, entry: _ImageAnswers, name: Any, qid: Any) -> tuple[bool, int | None]:
+        """(usable, class index); a null label ("can't tell") is usable with index None and counted,
+        an unknown class is skipped and reported."""
         if name is None:
-            entry.points[(y, x)] = None
             self.null += 1
-            return
-        known = isinstance(name, str) and name in self.index and (self.answer_classes is None or name in self.answer_classes)
-        if not known:
-            self.report.skip("unknown_class", entry.rel, f"class {name!r} is not in the class list", id=qid)
-            return
-        entry.points[(y, x)] = self.index[name]
+            return True, None
+        if isinstance(name, str) and name in self.index and (self.answer_classes is None or name in self.answer_classes):
+            return True, self.index[name]
+        self.report.skip("unknown_class", entry.rel, f"class {name!r} is not in the class list", id=qid)
+        return False, None
 
 
 def _is_int(v: Any) -> bool:
