@@ -15,7 +15,7 @@ import sys
 import click
 
 from atool import __version__
-from atool.errors import AtoolError
+from atool.core.errors import AtoolError
 
 _COMMAND_MODULES = ("data", "train", "eval", "export", "query", "oracle", "ingest", "loop", "demo")
 

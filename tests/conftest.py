@@ -31,7 +31,7 @@ def tiny_checkpoint(tmp_path_factory, synth_pair) -> Path:
     """A random-init model with the synthetic classes, saved as an atool checkpoint."""
     from atool.data.synth import SYNTH_CLASSES
     from atool.models import build_model
-    from atool.train.checkpoint import save_checkpoint
+    from atool.core.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"

@@ -69,7 +69,7 @@ def test_packaged_schemas_equal_shared_ones():
     from importlib import resources
 
     for src in SHARED_SCHEMAS.glob("*.schema.json"):
-        packaged = resources.files("atool.schemas").joinpath(src.name).read_text(encoding="utf-8")
+        packaged = resources.files("atool.core.schemas").joinpath(src.name).read_text(encoding="utf-8")
         assert json.loads(packaged) == json.loads(src.read_text(encoding="utf-8")), src.name
 
 

@@ -15,21 +15,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from atool.data.cityscapes import CityscapesDataset
-from atool.data.cityscapes_classes import (
-    CLASSES_13,
-    CLASSES_16,
-    CLASSES_19,
-    class_index_to_labelid,
-    class_set_of,
-    cityscapes_id_lut,
-)
-from atool.data.datasets import DATASETS, detect_kind, open_dataset
-from atool.data.folder import FolderDataset
-from atool.data.gta5 import GTA5Dataset
-from atool.data.synthia import SynthiaDataset, synthia_trainid_lut
-from atool.errors import BadInput, Mismatch, UnknownName
-from atool.train.evaluate import SegMetrics, evaluate
+from atool.data.adapters.cityscapes import CityscapesDataset
+from atool.data.adapters.cityscapes_classes import CLASSES_13, CLASSES_16, CLASSES_19, class_index_to_labelid, class_set_of, cityscapes_id_lut
+from atool.data.adapters.registry import DATASETS, detect_kind, open_dataset
+from atool.data.adapters.folder import FolderDataset
+from atool.data.adapters.gta5 import GTA5Dataset
+from atool.data.adapters.synthia import SynthiaDataset, synthia_trainid_lut
+from atool.core.errors import BadInput, Mismatch, UnknownName
+from atool.eval.evaluate import SegMetrics, evaluate
 from conftest import assert_one_line_error, run_cli
 
 W, H = 32, 16
@@ -349,7 +342,7 @@ def cs19_checkpoint(tmp_path_factory) -> Path:
     import torch
 
     from atool.models import build_model
-    from atool.train.checkpoint import save_checkpoint
+    from atool.core.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt19") / "cs19.pt"

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from atool.config import TrainConfig, build_config, load_yaml
-from atool.train.checkpoint import load_checkpoint
+from atool.core.config import TrainConfig, build_config, load_yaml
+from atool.models.checkpoint import load_checkpoint
 from conftest import assert_one_line_error, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def _cfg(**kw) -> TrainConfig:
 # --- poly LR ---------------------------------------------------------------------------------
 
 def test_poly_lr_matches_formula_and_is_applied_to_every_optimizer():
-    from atool.train.loop import Trainer, poly_lr_factor
+    from atool.train.trainer import Trainer, poly_lr_factor
 
     for step, iters, power in [(0, 100, 0.9), (50, 100, 0.9), (99, 100, 0.9), (120_000, 250_000, 0.9), (7, 10, 1.0)]:
         assert poly_lr_factor(step, iters, power) == pytest.approx((1 - step / iters) ** power, rel=1e-12)
@@ -50,7 +50,7 @@ def test_poly_lr_matches_formula_and_is_applied_to_every_optimizer():
 
 
 def test_head_lr_mult_splits_backbone_and_classifier_groups():
-    from atool.errors import BadInput
+    from atool.core.errors import BadInput
     from atool.models import build_model
     from atool.train.methods import model_param_groups
 
@@ -82,7 +82,7 @@ def test_head_lr_mult_through_the_cli_keeps_the_ratio_under_poly(synth_pair, tmp
 # --- bit-exact resume ------------------------------------------------------------------------
 
 def test_rng_state_round_trip_survives_a_checkpoint(tmp_path):
-    from atool.train.loop import rng_state, set_rng_state
+    from atool.train.trainer import rng_state, set_rng_state
 
     torch.manual_seed(3), np.random.seed(3), random.seed(3)
     path = tmp_path / "rng.pt"
@@ -107,7 +107,7 @@ def _all_tensors(ck: dict) -> dict[str, torch.Tensor]:
 
 def test_resume_is_bit_exact(synth_pair, tmp_path):
     """N steps == N/2 steps, resume, N/2 steps: every weight and optimiser tensor torch.equal."""
-    from atool.train.loop import train
+    from atool.train.trainer import train
 
     common = dict(method="advent", source=str(synth_pair / "source"), target=str(synth_pair / "target_train"), iters=6, seed=5)
     full = train(_cfg(out=str(tmp_path / "full.pt"), **common))
@@ -168,7 +168,7 @@ def test_ddp_two_cpu_processes_on_gloo(synth_pair, tmp_path):
 
 
 def test_sampler_shards_the_global_stream():
-    from atool.train.data import _SeededSampler
+    from atool.data.crops import _SeededSampler
 
     def take(s, n):
         it = iter(s)
@@ -183,7 +183,7 @@ def test_sampler_shards_the_global_stream():
 # --- AMP, frozen BN, backbone weights ------------------------------------------------------------
 
 def test_amp_is_ignored_on_cpu_with_a_log_line(synth_pair, tmp_path, caplog):
-    from atool.train.loop import train
+    from atool.train.trainer import train
 
     if torch.cuda.is_available():
         pytest.skip("this checks the CPU fallback")
@@ -196,7 +196,7 @@ def test_amp_is_ignored_on_cpu_with_a_log_line(synth_pair, tmp_path, caplog):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("dtype", ["bf16", "fp16"])
 def test_amp_on_cuda(synth_pair, tmp_path, dtype):
-    from atool.train.loop import train
+    from atool.train.trainer import train
 
     s = train(_cfg(method="advent", source=str(synth_pair / "source"), target=str(synth_pair / "target_train"),
                    out=str(tmp_path / "a.pt"), iters=2, amp=True, amp_dtype=dtype))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from atool.train.evaluate import SegMetrics, confusion
+from atool.eval.evaluate import SegMetrics, confusion
 
 
 def test_confusion_ignores_255_and_counts_pairs():

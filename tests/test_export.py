@@ -20,17 +20,19 @@ from onnx import numpy_helper
 
 import atool
 from atool.commands.export import command
-from atool.deploy.backends import load_backend
-from atool.deploy.backends.onnxruntime_backend import OnnxRuntimeBackend
-from atool.deploy.backends.torch_backend import TorchBackend
-from atool.errors import BadInput, Failure, MissingDependency
-from atool.export import parse_metadata
-from atool.export.onnx import export_onnx, verify_export
-from atool.export.tensorrt import NOT_INSTALLED, build_engine
-from atool.export.verify import check_parity, compare_backends, format_report, sample_batches
-from atool.io_utils import sha256_file
+from atool.runtime.backends import load_backend
+from atool.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+from atool.runtime.backends.torch_backend import TorchBackend
+from atool.core.errors import BadInput, Failure, MissingDependency
+from atool.core.metadata import parse_metadata
+from atool.export.onnx import export_onnx
+from atool.runtime.parity import verify_export
+from atool.core.optional import NOT_INSTALLED
+from atool.export.tensorrt import build_engine
+from atool.runtime.parity import check_parity, compare_backends, format_report, sample_batches
+from atool.core.io import sha256_file
 from atool.models import build_model
-from atool.train.checkpoint import save_checkpoint
+from atool.core.checkpoint import save_checkpoint
 
 CLASSES = ["road", "building", "sky", "car", "person"]
 HAVE_TENSORRT = importlib.util.find_spec("tensorrt") is not None
@@ -191,7 +193,7 @@ def test_failed_verification_keeps_the_old_file(workdir, exported, ckpt, monkeyp
     assert out.read_bytes() == b"previous model"
     assert [p.name for p in folder.iterdir()] == ["model.onnx"]
     # Without verification the same graph is written (the check is what stopped it).
-    report = export_onnx(ckpt, out, verify=False)
+    report = export_onnx(ckpt, out)
     assert report["verify"] is None and out.read_bytes() != b"previous model"
 
 
@@ -317,7 +319,7 @@ def test_trt_without_tensorrt_fails_fast(workdir, ckpt, monkeypatch):
     def never(*args, **kwargs):
         raise AssertionError("the ONNX export ran before the TensorRT check")
 
-    monkeypatch.setattr("atool.export.onnx.export_onnx", never)
+    monkeypatch.setattr("atool.workflows.export.export_checked", never)
     out = workdir / "trt.onnx"
     result = CliRunner().invoke(command, ["--checkpoint", str(ckpt), "--out", str(out), "--trt"])
     assert result.exit_code == 2
@@ -362,7 +364,7 @@ def test_runtimes_are_imported_lazily():
     import sys
 
     code = (
-        "import sys, atool.deploy.backends, atool.export.onnx, atool.export.tensorrt, atool.commands.export; "
+        "import sys, atool.runtime.backends, atool.export.onnx, atool.export.tensorrt, atool.commands.export; "
         "print(sorted(m for m in ('onnxruntime', 'tensorrt') if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)

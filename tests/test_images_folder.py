@@ -8,9 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from atool.data.folder import FolderDataset, read_classes
+from atool.data.adapters.folder import FolderDataset, read_classes
 from atool.data.images import BadImage, list_images, read_image, read_label, write_label
-from atool.errors import BadInput, Mismatch
+from atool.core.errors import BadInput, Mismatch
 
 
 def test_read_image_converts_gray_rgba_and_16bit(tmp_path):

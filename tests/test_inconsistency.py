@@ -10,15 +10,15 @@ import pytest
 import torch
 
 from atool.data.images import read_label, write_label
-from atool.deploy import rle
-from atool.deploy.candidates import Regions, RegionSelector, select_regions
-from atool.deploy.ingest import ingest_answers
-from atool.deploy.oracle import answer_queries
-from atool.deploy.query import run_query
-from atool.deploy.strategies import image_rng, make_strategy
-from atool.deploy.strategies.inconsistency import _component_labels, component_rles, inconsistency_mask
-from atool.errors import BadInput
-from atool.schemas import validate
+from atool.annotate import rle
+from atool.active.candidates import Regions, RegionSelector, select_regions
+from atool.annotate.ingest import ingest_answers
+from atool.annotate.oracle import answer_queries
+from atool.active.query import run_query
+from atool.active.strategies import image_rng, make_strategy
+from atool.active.strategies.inconsistency import _component_labels, component_rles, inconsistency_mask
+from atool.core.errors import BadInput
+from atool.core.schemas import validate
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -172,7 +172,8 @@ def test_strategies_without_heads_are_bad_input():
 def selector_ckpt(tiny_checkpoint, tmp_path_factory) -> Path:
     """A selector around the tiny random model, head 2 perturbed hard so the heads disagree."""
     from atool.models.selector import SelectorModel
-    from atool.train.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
+    from atool.core.checkpoint import save_checkpoint
 
     ck = load_checkpoint(tiny_checkpoint)
     torch.manual_seed(0)

@@ -8,9 +8,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from atool.config import TrainConfig, build_config
-from atool.errors import BadInput
-from atool.train.checkpoint import load_checkpoint
+from atool.core.config import TrainConfig, build_config
+from atool.core.errors import BadInput
+from atool.models.checkpoint import load_checkpoint
 from conftest import assert_one_line_error, run_cli
 
 FAST = ["--iters", "2", "--batch-size", "2", "--crop", "64x32"]
@@ -139,8 +139,8 @@ def test_methods_through_the_cli(synth_pair, tiny_checkpoint, tmp_path, args):
 
 
 def test_rank_by_entropy_splits_and_pseudo_labels(synth_pair, tiny_checkpoint, tmp_path):
-    from atool.data.folder import FolderDataset
-    from atool.train.intrada import existing_ranking, rank_by_entropy
+    from atool.data.adapters.folder import FolderDataset
+    from atool.train.entropy_ranking import existing_ranking, rank_by_entropy
 
     out = tmp_path / "split"
     s = rank_by_entropy(tiny_checkpoint, synth_pair / "target_train", out, easy_ratio=0.67)

@@ -16,7 +16,7 @@ import pytest
 import torch
 import torchvision
 
-from atool.errors import BadInput, Mismatch
+from atool.core.errors import BadInput, Mismatch
 from atool.models import MODELS, build_model
 from atool.models.batchnorm import freeze_batchnorm, is_batchnorm_frozen, set_train_mode, unfreeze_batchnorm
 from atool.models.resnet import load_resnet_weights, resnet_backbone
@@ -307,12 +307,12 @@ def test_set_train_mode():
 def test_exports_with_dynamic_size(name, tmp_path):
     """The exported graph keeps N, H, W dynamic and matches torch (verify runs a second, odd size)."""
     pytest.importorskip("onnxruntime")
-    from atool.export.onnx import export_onnx
-    from atool.train.checkpoint import save_checkpoint
+    from atool.workflows.export import export_checked
+    from atool.core.checkpoint import save_checkpoint
 
     model = build_model(name, num_classes=NUM_CLASSES)
     ckpt = save_checkpoint(
         tmp_path / "m.pt", model=model, model_name=name, model_args={}, classes=["a", "b", "c"], step=0
     )
-    report = export_onnx(ckpt, tmp_path / "m.onnx", sample_size=(97, 65), verify=True)
+    report = export_checked(ckpt, tmp_path / "m.onnx", sample_size=(97, 65), verify=True)
     assert report["inputs"]["image"] == ["batch", "height", "width", 3]

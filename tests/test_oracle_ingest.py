@@ -12,11 +12,11 @@ from click.testing import CliRunner
 from atool.commands.ingest import command as ingest_command
 from atool.commands.oracle import command as oracle_command
 from atool.data.images import read_label, write_image, write_label
-from atool.deploy.formats.labelstudio import to_tasks
-from atool.deploy.ingest import ingest_answers
-from atool.deploy.oracle import answer_queries
-from atool.io_utils import sha256_file
-from atool.schemas import validate
+from atool.annotate.formats.labelstudio import to_tasks
+from atool.annotate.ingest import ingest_answers
+from atool.annotate.oracle import answer_queries
+from atool.core.io import sha256_file
+from atool.core.schemas import validate
 
 CLASSES = ["road", "car", "sky"]
 W, H = 8, 6
@@ -256,9 +256,9 @@ def test_ingest_bad_input_one_line(world):
 def test_query_oracle_ingest_round_trip(world, tmp_path, one_torch_thread):
     """Through the real pipeline: random-init model, oracle from GT, ingest with pseudo labels."""
 
-    from atool.deploy.query import run_query
+    from atool.active.query import run_query
     from atool.models import build_model
-    from atool.train.checkpoint import save_checkpoint
+    from atool.core.checkpoint import save_checkpoint
 
     model = tmp_path / "m.pt"
     save_checkpoint(model, model=build_model("lraspp_mobilenet_v3_small", num_classes=3), model_name="lraspp_mobilenet_v3_small",

@@ -15,15 +15,15 @@ from click.testing import CliRunner
 
 from atool.commands.query import command as query_command
 from atool.data.images import read_label
-from atool.deploy.backends import Backend
-from atool.deploy.formats.labelstudio import config_path
-from atool.deploy.query import run_query
-from atool.deploy.strategies import STRATEGIES
-from atool.errors import Failure
-from atool.io_utils import sha256_file
+from atool.runtime.backends import Backend
+from atool.annotate.formats.labelstudio import config_path
+from atool.active.query import run_query
+from atool.active.strategies import STRATEGIES
+from atool.core.errors import Failure
+from atool.core.io import sha256_file
 from atool.models import build_model
-from atool.schemas import validate
-from atool.train.checkpoint import save_checkpoint
+from atool.core.schemas import validate
+from atool.core.checkpoint import save_checkpoint
 
 CLASSES = ["road", "car & truck", "sky <high>"]
 GOOD = ["a.png", "b.jpg", "gray.png", "rgba.png", "sixteen.png", "sub/c.png", "sub/deeper/wide.png"]
@@ -66,7 +66,7 @@ def setup(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def backend(setup):
-    from atool.deploy.backends import load_backend
+    from atool.runtime.backends import load_backend
 
     return load_backend(setup["model"])
 
@@ -227,7 +227,7 @@ def test_budget_zero_is_an_empty_valid_list(setup, tmp_path):
 
 
 def test_budget_too_large_uses_all_and_warns(backend, setup, caplog):
-    with caplog.at_level(logging.WARNING, logger="atool.deploy.query"):
+    with caplog.at_level(logging.WARNING, logger="atool.active.query"):
         q = run_query(backend, setup["images"], 10**6, strategy="entropy", workers=0)
     check_list(q, setup["images"])
     assert 0 < q["budget"]["used"] < q["budget"]["points"] == 10**6
@@ -315,7 +315,7 @@ def test_query_runs_on_an_exported_onnx_model(setup, tmp_path):
     from atool.export.onnx import export_onnx
 
     onnx_path = tmp_path / "model.onnx"
-    export_onnx(setup["model"], onnx_path, verify=False, sample_size=(64, 32))
+    export_onnx(setup["model"], onnx_path, sample_size=(64, 32))
     q_onnx = run_query(onnx_path, setup["images"], 20, workers=0)
     q_torch = run_query(setup["model"], setup["images"], 20, workers=0)
     check_list(q_onnx, setup["images"])

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from atool.data.images import read_label, write_label
-from atool.deploy.accumulate import merge_stage_labels
-from atool.deploy.ingest import ORIGIN_ORACLE, ORIGIN_PSEUDO
-from atool.errors import BadInput, Mismatch
+from atool.annotate.accumulate import merge_stage_labels
+from atool.annotate.ingest import ORIGIN_ORACLE, ORIGIN_PSEUDO
+from atool.core.errors import BadInput, Mismatch
 from conftest import run_cli
 
 
@@ -168,8 +168,8 @@ def test_query_exclude_skips_labeled_pixels(synth_pair, tiny_checkpoint, tmp_pat
 def test_labor_loop_preset_is_a_valid_loop_config():
     from pathlib import Path
 
-    from atool.config import TrainConfig, build_config, load_yaml
-    from atool.rounds import loop_config
+    from atool.core.config import TrainConfig, build_config, load_yaml
+    from atool.workflows.rounds import loop_config
 
     path = Path(__file__).resolve().parents[1] / "configs" / "labor_loop.yaml"
     assert "Source of truth" in path.read_text().split("\n\n")[0]

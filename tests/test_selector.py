@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from atool.config import TrainConfig, build_config
-from atool.errors import BadInput
+from atool.core.config import TrainConfig, build_config
+from atool.core.errors import BadInput
 from atool.models import build_model
-from atool.models.deploy import DeployModel
+from atool.models.inference_graph import DeployModel
 from atool.models.selector import SelectorModel
-from atool.train.checkpoint import IMAGENET_MEAN, IMAGENET_STD, load_checkpoint, model_from_checkpoint, save_checkpoint
+from atool.core.checkpoint import IMAGENET_MEAN, IMAGENET_STD, save_checkpoint
+from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
 from atool.train.methods.selector import LaborSelector, inconsistency_fraction
 
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def adapted(synth_pair, tmp_path_factory) -> Path:
     """A briefly source-trained model: its predictions are the selector's pseudo labels."""
-    from atool.train.loop import train
+    from atool.train.trainer import train
 
     out = tmp_path_factory.mktemp("selector") / "adapted.pt"
     cfg = build_config(TrainConfig, {}, dict(method="source", source=str(synth_pair / "source"), out=str(out), iters=40,
@@ -153,7 +154,7 @@ def test_checkpoint_rebuilds_and_deploys_heads(adapted, tmp_path, target_batch):
     assert prob.shape == h1.shape == h2.shape == (2, len(ck["classes"]), 32, 64)
     assert torch.allclose(h1.sum(1), torch.ones(2, 32, 64), atol=1e-5)
 
-    from atool.deploy.backends import load_backend
+    from atool.runtime.backends import load_backend
 
     backend = load_backend(path)
     assert backend.heads
@@ -164,7 +165,7 @@ def test_checkpoint_rebuilds_and_deploys_heads(adapted, tmp_path, target_batch):
 def test_export_carries_the_heads(adapted, tmp_path):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxruntime")
-    from atool.export.onnx import export_onnx
+    from atool.workflows.export import export_checked
 
     ck = load_checkpoint(adapted)
     torch.manual_seed(0)
@@ -172,10 +173,10 @@ def test_export_carries_the_heads(adapted, tmp_path):
     path = tmp_path / "sel.pt"
     save_checkpoint(path, model=sel, model_name="selector", model_args={"base": ck["model"]["name"], "base_args": {}, "shared_backbone": True},
                     classes=ck["classes"], step=0)
-    report = export_onnx(path, tmp_path / "sel.onnx", sample_size=(64, 32))
+    report = export_checked(path, tmp_path / "sel.onnx", sample_size=(64, 32))
     assert report["metadata"]["atool.heads"] == "true"
     assert report["outputs"] == ["prob", "entropy", "head1", "head2"]
-    from atool.deploy.backends import load_backend
+    from atool.runtime.backends import load_backend
 
     ort = load_backend(tmp_path / "sel.onnx")
     assert ort.heads
@@ -186,7 +187,7 @@ def test_export_carries_the_heads(adapted, tmp_path):
 
 def test_train_selector_through_the_loop(adapted, synth_pair, tmp_path):
     """`atool train selector --target DIR --init ADAPTED.pt --out SEL.pt` (the loop calls Method.wrap_model)."""
-    from atool.train.loop import train
+    from atool.train.trainer import train
 
     out = tmp_path / "sel.pt"
     cfg = build_config(TrainConfig, {}, dict(method="selector", target=str(synth_pair / "target_train"), init=str(adapted),

@@ -7,11 +7,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from atool.deploy import uncertainty as unc
-from atool.deploy.candidates import Candidates, TotalSelector, select_image
-from atool.deploy.strategies import STRATEGIES, image_rng, make_strategy
-from atool.deploy.strategies.entropy_patch import patch_scores
-from atool.errors import BadInput
+from atool.ops import uncertainty as unc
+from atool.active.candidates import Candidates, TotalSelector, select_image
+from atool.active.strategies import STRATEGIES, image_rng, make_strategy
+from atool.active.strategies.entropy_patch import patch_scores
+from atool.core.errors import BadInput
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -5,16 +5,8 @@ import numpy as np
 import pytest
 
 from atool.data.images import read_image, read_label
-from atool.data.synth import (
-    ROAD,
-    SIDEWALK,
-    SKY,
-    SYNTH_CLASSES,
-    _render,
-    render_scene,
-    write_synth_pair,
-)
-from atool.errors import BadInput
+from atool.data.synth import ROAD, SIDEWALK, SKY, SYNTH_CLASSES, _render, render_scene, write_synth_pair
+from atool.core.errors import BadInput
 
 SIZE = (64, 32)
 

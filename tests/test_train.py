@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from atool.data.images import write_label
-from atool.train.checkpoint import load_checkpoint
+from atool.models.checkpoint import load_checkpoint
 from conftest import assert_one_line_error, run_cli
 
 FAST = ["--iters", "2", "--batch-size", "2", "--crop", "64x32"]
@@ -65,11 +65,11 @@ def test_resume_with_other_model_is_refused(synth_pair, tmp_path):
 
 def test_training_loss_goes_down(synth_pair, tmp_path):
     """Guards the loop and the loss wiring: 30 steps on 6 images must fit them better."""
-    from atool.config import TrainConfig, build_config
-    from atool.train.loop import train
-    from atool.data.folder import FolderDataset
-    from atool.deploy.backends import load_backend
-    from atool.train.evaluate import backend_predictor, evaluate
+    from atool.core.config import TrainConfig, build_config
+    from atool.train.trainer import train
+    from atool.data.adapters.folder import FolderDataset
+    from atool.runtime.backends import load_backend
+    from atool.eval.evaluate import backend_predictor, evaluate
 
     out = tmp_path / "fit.pt"
     cfg = build_config(TrainConfig, {}, dict(method="source", source=str(synth_pair / "source"), out=str(out), iters=0,

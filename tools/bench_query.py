@@ -59,9 +59,9 @@ def _prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, Path]:
     import torch
 
     from atool.data.synth import SYNTH_CLASSES, write_synth_pair
-    from atool.export.onnx import export_onnx
+    from atool.workflows.export import export_checked
     from atool.models import build_model
-    from atool.train.checkpoint import save_checkpoint
+    from atool.core.checkpoint import save_checkpoint
 
     data = work / "data"
     if not (data / "synth.json").is_file():
@@ -70,7 +70,7 @@ def _prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, Path]:
     torch.manual_seed(0)
     model = build_model(args.model, num_classes=len(SYNTH_CLASSES)).eval()
     save_checkpoint(ckpt, model=model, model_name=args.model, model_args={}, classes=SYNTH_CLASSES, step=0)
-    export_onnx(ckpt, onnx_path, verify=True)
+    export_checked(ckpt, onnx_path, verify=True)
     return data / "target_train" / "images", ckpt, onnx_path
 
 
@@ -87,7 +87,7 @@ def _bench_backend(backend, images_dir: Path, args: argparse.Namespace, work: Pa
     import numpy as np
 
     from atool.data.images import list_images, read_image
-    from atool.deploy.query import run_query
+    from atool.active.query import run_query
 
     decoded = [read_image(p) for p in list_images(images_dir)]
     batches = [np.stack(decoded[i : i + args.batch_size]) for i in range(0, len(decoded), args.batch_size)]
@@ -139,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import torch
 
-    from atool.deploy.backends import load_backend
+    from atool.runtime.backends import load_backend
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = result["onnxruntime_over_torch"]
     print(f"onnxruntime / torch: inference {ratio['inference']:.3f}x, end to end {ratio['end_to_end']:.3f}x")
     if args.json_out:
-        from atool.io_utils import atomic_write_json
+        from atool.core.io import atomic_write_json
 
         atomic_write_json(args.json_out, result)
     return 0

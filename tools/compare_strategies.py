@@ -64,8 +64,8 @@ def _time_queries(out: Path, images: Path, adapted: Path, points: int, repeats: 
     import statistics
     import tempfile
 
-    from atool.deploy.backends import load_backend
-    from atool.deploy.query import run_query
+    from atool.runtime.backends import load_backend
+    from atool.active.query import run_query
 
     models = {"adapted model, entropy_patch": (adapted, "entropy_patch"),
               "separate-backbone selector, ppl": (out / "ppl" / "stage_1" / "selector.pt", "inconsistency_ppl"),
@@ -139,8 +139,8 @@ def _print_class_tables(report: dict) -> None:
 def main(argv=None) -> int:
     args = _args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from atool.demo import default_demo_config, run_demo
-    from atool.rounds import run_loop
+    from atool.workflows.demo import default_demo_config, run_demo
+    from atool.workflows.rounds import run_loop
 
     out = Path(args.out)
     demo_dir = Path(args.demo_dir) if args.demo_dir else out / "demo"
@@ -200,7 +200,7 @@ def main(argv=None) -> int:
 
 
 def _report(args, out: Path, demo_dir: Path, demo: dict, results: dict[str, dict]) -> int:
-    from atool.io_utils import atomic_write_json
+    from atool.core.io import atomic_write_json
 
     data = demo_dir / "data"
     folder_of = {name: folder for folder, name in ARM_NAMES.items()}
@@ -218,9 +218,9 @@ def _report(args, out: Path, demo_dir: Path, demo: dict, results: dict[str, dict
             "labeled_by_class": _labeled_by_class(out / folder_of[name] / "labels", data / "target_train" / "oracle_labels"),
         })
     # Scored here, with this version's evaluation, rather than copied from the demo's table.
-    from atool.data.folder import FolderDataset
-    from atool.deploy.backends import load_backend
-    from atool.train.evaluate import backend_predictor, evaluate
+    from atool.data.adapters.folder import FolderDataset
+    from atool.runtime.backends import load_backend
+    from atool.eval.evaluate import backend_predictor, evaluate
 
     val_set = FolderDataset(data / "target_val", require_labels=True)
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from atool.errors import AtoolError
+from atool.core.errors import AtoolError
 
 
 class OneLineError(click.ClickException):

@@ -30,12 +30,12 @@ def command(
 
     On Cityscapes-class data it also reports mIoU over the 16 and 13 (mIoU*) classes.
     """
-    from atool.data.cityscapes_classes import class_set_of
-    from atool.data.datasets import open_dataset
-    from atool.data.folder import require_same_classes
-    from atool.deploy.backends import load_backend
-    from atool.errors import BadInput
-    from atool.train.evaluate import backend_predictor, evaluate
+    from atool.data.adapters.cityscapes_classes import class_set_of
+    from atool.data.adapters.registry import open_dataset
+    from atool.data.adapters.folder import require_same_classes
+    from atool.runtime.backends import load_backend
+    from atool.core.errors import BadInput
+    from atool.eval.evaluate import backend_predictor, evaluate
 
     if bool(checkpoint) == bool(model_path):
         raise BadInput("give exactly one of --checkpoint or --model")

@@ -28,14 +28,14 @@ def command(checkpoint: str, out: str, trt: bool, verify: bool, opset: int, tole
     exits 1 and leaves --out as it was.
     """
     # Heavy imports (torch, onnx) here, so `atool --help` stays fast.
-    from atool.export.onnx import export_onnx
     from atool.export.tensorrt import build_engine, check_tensorrt
-    from atool.export.verify import format_report
+    from atool.runtime.parity import format_report
+    from atool.workflows.export import export_checked
 
     if trt:
         # Fail before the export's tens of seconds, not after.
         check_tensorrt()
-    report = export_onnx(checkpoint, out, opset=opset, verify=verify, sample_size=sample_size, tolerance=tolerance)
+    report = export_checked(checkpoint, out, opset=opset, verify=verify, sample_size=sample_size, tolerance=tolerance)
     meta = report["metadata"]
     heads = "with selector heads" if meta["atool.heads"] == "true" else "no selector heads"
     n_classes = len(json.loads(meta["atool.classes"]))

@@ -15,7 +15,7 @@ from atool.commands._oneline import OneLineCommand
 @click.option("--classes", type=click.Path(dir_okay=False), default=None, help="classes.txt fixing label values (required for Label Studio exports).")
 def command(answers: str, out: str, pseudo: str | None, images: str | None, classes: str | None) -> None:
     """Write sparse target labels from annotators' answers."""
-    from atool.deploy.ingest import ingest_answers
+    from atool.annotate.ingest import ingest_answers
 
     s = ingest_answers(answers, out, pseudo_dir=pseudo, images_root=images, classes=classes)
     click.echo(

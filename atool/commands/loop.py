@@ -24,8 +24,8 @@ from atool.commands._oneline import OneLineCommand
 def command(source, target, oracle_labels, init, out, val, stages, strategy, budget, per_image, params, seed, config_path) -> None:
     """Run STAGES x (selector -> query -> oracle -> ingest -> retrain); labels accumulate without duplicates."""
     from atool.commands.query import parse_params
-    from atool.config import load_yaml
-    from atool.rounds import run_loop
+    from atool.core.config import load_yaml
+    from atool.workflows.rounds import run_loop
 
     config = load_yaml(config_path) if config_path else {}
     query = dict(config.get("query") or {})

@@ -13,7 +13,7 @@ from atool.commands._oneline import OneLineCommand
 @click.option("--out", default="answers.json", show_default=True, type=click.Path(dir_okay=False), help="atool.answers/v1 file to write.")
 def command(queries: str, labels: str, out: str) -> None:
     """Answer every query from ground truth: a point with its pixel's class, a region with its pixels' classes."""
-    from atool.deploy.oracle import answer_queries
+    from atool.annotate.oracle import answer_queries
 
     s = answer_queries(queries, labels, out)
     click.echo(

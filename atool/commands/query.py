@@ -17,9 +17,9 @@ import click
 
 from atool.commands._oneline import OneLineCommand
 from atool.commands._options import SIZE
-from atool.deploy.formats import FORMATS, default_out
-from atool.deploy.strategies import STRATEGIES
-from atool.errors import BadInput
+from atool.annotate.formats import FORMATS, default_out
+from atool.active.strategies import STRATEGIES
+from atool.core.errors import BadInput
 
 
 def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
@@ -104,8 +104,8 @@ def command(
       --per-image --budget B   B points per image: its top K = B // n patches (+ B % n points)
       --per-image --top-k K    the paper's K: B = K x n per image (K=10, n=5: 50 points)
     """
-    from atool.deploy.query import run_query
-    from atool.deploy.strategies import make_strategy
+    from atool.active.query import run_query
+    from atool.active.strategies import make_strategy
 
     strategy_params = _patch_params(strategy, parse_params(params), grid, points_per_patch)
     n = make_strategy(strategy, strategy_params).params.get("points_per_patch", 1)

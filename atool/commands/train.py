@@ -69,8 +69,8 @@ def command(method: str, config_path: str | None, **options) -> None:
 
     Under torchrun each process trains one shard; only rank 0 writes.
     """
-    from atool.config import TrainConfig, build_config, load_yaml
-    from atool.train.loop import train
+    from atool.core.config import TrainConfig, build_config, load_yaml
+    from atool.train.trainer import train
 
     preset = load_yaml(config_path) if config_path else {}
     preset.pop("method", None)

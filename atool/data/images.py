@@ -14,8 +14,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from atool.errors import BadInput
-from atool.io_utils import atomic_write
+from atool.core.errors import BadInput
+from atool.core.io import atomic_write
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 

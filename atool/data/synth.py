@@ -37,8 +37,8 @@ import cv2
 import numpy as np
 
 from atool.data.images import write_image, write_label
-from atool.errors import BadInput
-from atool.io_utils import atomic_write_text
+from atool.core.errors import BadInput
+from atool.core.io import atomic_write_text
 
 SYNTH_CLASSES: list[str] = [
     "road", "sidewalk", "building", "pole", "traffic sign",

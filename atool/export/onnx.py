@@ -30,14 +30,11 @@ import onnx
 import torch
 
 import atool
-from atool.deploy.backends.onnxruntime_backend import OnnxRuntimeBackend
-from atool.deploy.backends.torch_backend import TorchBackend
-from atool.errors import BadInput, Failure, MissingDependency
-from atool.export import build_metadata
-from atool.export.verify import check_parity, compare_backends, sample_batches
-from atool.io_utils import atomic_write, sha256_file
-from atool.models.deploy import INPUT_NAME, DeployModel
-from atool.train.checkpoint import load_checkpoint, model_from_checkpoint
+from atool.core.errors import BadInput, Failure, MissingDependency
+from atool.core.metadata import build_metadata
+from atool.core.io import atomic_write, sha256_file
+from atool.models.inference_graph import INPUT_NAME, DeployModel
+from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +110,7 @@ def _check_exporter() -> None:
         )
 
 
-def _validate_args(out: Path, opset: int, sample_size: tuple[int, int], tolerance: float) -> None:
+def _validate_args(out: Path, opset: int, sample_size: tuple[int, int]) -> None:
     if out.suffix.lower() != ".onnx":
         raise BadInput(f"output {out} must end in .onnx (the suffix picks the runtime backend when it is loaded)")
     top = _max_opset()
@@ -121,8 +118,6 @@ def _validate_args(out: Path, opset: int, sample_size: tuple[int, int], toleranc
         raise BadInput(f"opset {opset} is not supported; use {MIN_OPSET}..{top} (default {DEFAULT_OPSET})")
     if len(sample_size) != 2 or min(sample_size) < MIN_SAMPLE_SIDE:
         raise BadInput(f"sample size {sample_size} is too small; width and height must be at least {MIN_SAMPLE_SIDE}")
-    if not tolerance > 0:
-        raise BadInput(f"tolerance {tolerance} must be a positive number (default 1e-3)")
 
 
 @contextlib.contextmanager
@@ -178,18 +173,19 @@ def export_onnx(
     out: str | os.PathLike,
     *,
     opset: int = DEFAULT_OPSET,
-    verify: bool = True,
+    verify: Callable[[Path, Path], dict[str, Any]] | None = None,
     sample_size: tuple[int, int] = (256, 128),
-    tolerance: float = 1e-3,
 ) -> dict[str, Any]:
     """Export ``checkpoint`` to ``out`` (.onnx) with atool metadata; optionally verify parity.
 
     The graph maps uint8 N x H x W x 3 RGB ("image") to float32 ``prob``
     N x C x H x W and ``entropy`` N x H x W (plus ``head1``/``head2``), with
     N, H, W dynamic. ``sample_size`` is (width, height) for tracing and for the
-    verification images. With ``verify``, the written graph is run with
-    onnxruntime against the torch backend; if max |dprob| > ``tolerance`` or
-    argmax agreement < 99.9 % it raises Failure and ``out`` is left as it was.
+    verification images. ``verify(checkpoint, written_onnx)`` (e.g. the runtime's
+    parity check, ``atool.workflows.export.export_checked``) runs on the file
+    under its temp name; if it raises, ``out`` is left as it was. Conversion
+    lives here and running lives in ``atool.runtime``, so this module never
+    imports a backend.
 
     Returns ``{"out", "opset", "inputs", "outputs", "metadata", "bytes",
     "export_seconds", "verify_seconds", "verify" (compare report or None)}``.
@@ -197,7 +193,7 @@ def export_onnx(
     checkpoint = Path(checkpoint)
     out = Path(out)
     sample_size = (int(sample_size[0]), int(sample_size[1]))
-    _validate_args(out, opset, sample_size, tolerance)
+    _validate_args(out, opset, sample_size)
     _check_exporter()
 
     t0 = time.perf_counter()
@@ -257,23 +253,8 @@ def export_onnx(
         if verify:
             # Verified under the temp name, so a model that fails never replaces a good one.
             t1 = time.perf_counter()
-            report["verify"] = verify_export(checkpoint, tmp, sample_size=sample_size, tolerance=tolerance)
+            report["verify"] = verify(checkpoint, tmp)
             report["verify_seconds"] = time.perf_counter() - t1
 
     atomic_write(out, write)
-    return report
-
-
-def verify_export(
-    checkpoint: str | os.PathLike,
-    onnx_path: str | os.PathLike,
-    *,
-    sample_size: tuple[int, int] = (256, 128),
-    tolerance: float = 1e-3,
-) -> dict[str, Any]:
-    """Compare onnxruntime on ``onnx_path`` against torch on ``checkpoint``; Failure outside the limits."""
-    reference = TorchBackend(Path(checkpoint))
-    candidate = OnnxRuntimeBackend(Path(onnx_path))
-    report = compare_backends(reference, candidate, sample_batches(sample_size))
-    check_parity(report, tolerance=tolerance)
     return report

@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
-from atool.registry import Registry
+from atool.core.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 

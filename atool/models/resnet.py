@@ -22,7 +22,7 @@ import torch
 import torch.nn as nn
 from torchvision.models import resnet50, resnet101
 
-from atool.errors import BadInput
+from atool.core.errors import BadInput
 from atool.models.weights import load_backbone_state
 
 _DEPTHS = {50: resnet50, 101: resnet101}

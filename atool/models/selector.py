@@ -38,7 +38,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from atool.errors import BadInput
+from atool.core.errors import BadInput
 from atool.models import MODELS
 
 

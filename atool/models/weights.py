@@ -16,7 +16,7 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
-from atool.errors import BadInput, Mismatch
+from atool.core.errors import BadInput, Mismatch
 
 # BatchNorm counters: absent from the pre-0.4 torchvision ImageNet files
 # (e.g. resnet50-19c8e357.pth). BatchNorm's own loader fills them in.

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-from atool.errors import BadInput
+from atool.core.errors import BadInput
 
 log = logging.getLogger("atool.train")
 

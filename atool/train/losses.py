@@ -7,7 +7,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-from atool.data.folder import IGNORE
+from atool.data.adapters.folder import IGNORE
 
 
 def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

@@ -13,9 +13,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from atool.config import TrainConfig
-from atool.errors import BadInput
-from atool.registry import Registry
+from atool.core.config import TrainConfig
+from atool.core.errors import BadInput
+from atool.core.registry import Registry
 
 
 class Method:

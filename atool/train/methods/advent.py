@@ -21,7 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from atool.errors import BadInput
+from atool.core.errors import BadInput
 from atool.models.discriminator import EntropyDiscriminator
 from atool.train.amp import precision_of
 from atool.train.distributed import average_gradients, broadcast_module, unwrap

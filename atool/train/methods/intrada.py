@@ -19,8 +19,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from atool.config import TrainConfig
-from atool.errors import BadInput
+from atool.core.config import TrainConfig
+from atool.core.errors import BadInput
 from atool.train.methods import METHODS
 from atool.train.methods.advent import Advent
 
@@ -35,7 +35,7 @@ class IntraDA(Advent):
         if not cfg.init or not cfg.target:
             raise BadInput("intrada needs --init (the inter-domain model) and --target (the full target set), "
                            "or --source SPLIT/easy --target SPLIT/hard from an earlier ranking")
-        from atool.train.intrada import existing_ranking, rank_by_entropy
+        from atool.train.entropy_ranking import existing_ranking, rank_by_entropy
 
         split = Path(cfg.intrada_split) if cfg.intrada_split else Path(cfg.out).with_suffix("").with_name(Path(cfg.out).stem + ".intrada")
         if is_main and not existing_ranking(split, cfg.init, cfg.target, cfg.easy_ratio):

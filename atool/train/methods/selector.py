@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from atool.errors import BadInput, Failure
+from atool.core.errors import BadInput, Failure
 from atool.models.selector import SelectorModel
 from atool.train.distributed import average_gradients, unwrap
 from atool.train.losses import seg_ce, upsample

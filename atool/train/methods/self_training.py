@@ -25,7 +25,7 @@ import copy
 
 import torch
 
-from atool.errors import BadInput
+from atool.core.errors import BadInput
 from atool.train.amp import precision_of
 from atool.train.distributed import unwrap
 from atool.train.losses import pseudo_labels, seg_ce

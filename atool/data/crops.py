@@ -1,0 +1,210 @@
+"""Training batches from folder datasets: random crops, flips, endless iteration.
+
+Under DDP every rank reads its own shard of one global stream: global sample
+``g`` goes to rank ``g % world_size``; positions are counted in global
+samples, so a run resumes exactly where it stopped (and a resume with another
+batch size or world size still never repeats or skips a sample of the order).
+
+Batches are dicts of tensors:
+  image   uint8 N x 3 x h x w (normalised on the training device, not here, so
+          worker processes ship a quarter of the bytes)
+  label   int64 N x h x w, 255 = ignore            (when the dataset has labels)
+  weight  float32 N x h x w per-pixel loss weight  (sparse target labels only)
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+import cv2
+
+from atool.data.adapters.folder import IGNORE, FolderDataset
+from atool.data.images import read_label
+from atool.core.errors import BadInput
+
+ORIGIN_NONE, ORIGIN_ORACLE, ORIGIN_PSEUDO = 0, 1, 2
+
+
+def resolve_sparse_labels(path: str | Path) -> tuple[Path, Path | None]:
+    """An ``atool ingest`` folder (labels/ + origin/) or a plain folder of label PNGs."""
+    path = Path(path)
+    if not path.is_dir():
+        raise BadInput(f"target labels folder {path} does not exist")
+    if (path / "labels").is_dir():
+        origin = path / "origin"
+        return path / "labels", origin if origin.is_dir() else None
+    return path, None
+
+
+class CropDataset(Dataset):
+    """Wraps a FolderDataset; each item is one random crop (and flip) of one sample."""
+
+    def __init__(
+        self,
+        folder: FolderDataset,
+        crop: tuple[int, int],
+        *,
+        flip: bool = True,
+        with_labels: bool = True,
+        origin_dir: Path | None = None,
+        weights: tuple[float, float] = (1.0, 1.0),
+        cache: bool = True,
+        size: tuple[int, int] | None = None,
+    ) -> None:
+        """``size`` (W, H): resize every image (bilinear; labels and weights nearest) before cropping."""
+        self.folder = folder
+        self.size = tuple(size) if size else None
+        self.crop_w, self.crop_h = crop
+        self.flip = flip
+        self.with_labels = with_labels
+        self.origin_dir = origin_dir
+        self.oracle_weight, self.pseudo_weight = weights
+        self.cache: dict[int, tuple] | None = {} if cache else None
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def _load(self, index: int) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        if self.cache is not None and index in self.cache:
+            return self.cache[index]
+        sample = self.folder.load(index)
+        label = sample.label
+        weight = None
+        if self.with_labels:
+            if label is None:
+                label = np.full(sample.image.shape[:2], IGNORE, np.uint8)
+            if self.origin_dir is not None:
+                weight = self._weights(sample.id, label)
+        image = sample.image
+        label = label if self.with_labels else None
+        if self.size is not None and (image.shape[1], image.shape[0]) != self.size:
+            image = cv2.resize(image, self.size, interpolation=cv2.INTER_LINEAR)
+            if label is not None:
+                label = cv2.resize(label, self.size, interpolation=cv2.INTER_NEAREST)
+            if weight is not None:
+                weight = cv2.resize(weight, self.size, interpolation=cv2.INTER_NEAREST)
+        item = (image, label, weight)
+        if self.cache is not None:
+            self.cache[index] = item
+        return item
+
+    def _weights(self, sid: str, label: np.ndarray) -> np.ndarray:
+        path = self.origin_dir / f"{sid}.png"
+        weight = np.zeros(label.shape, np.float32)
+        if path.is_file():
+            origin = read_label(path)
+            if origin.shape != label.shape:
+                raise BadInput(f"{path}: origin map size differs from its label")
+            weight[origin == ORIGIN_ORACLE] = self.oracle_weight
+            weight[origin == ORIGIN_PSEUDO] = self.pseudo_weight
+        else:
+            weight[label != IGNORE] = self.oracle_weight
+        return weight
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        # The sampler hands (index, seed) pairs so crops are reproducible whatever the worker count.
+        index, seed = index if isinstance(index, tuple) else (index, index)
+        image, label, weight = self._load(index)
+        rng = np.random.default_rng(seed)
+        h, w = image.shape[:2]
+        ch, cw = min(self.crop_h, h), min(self.crop_w, w)
+        y0 = int(rng.integers(0, h - ch + 1))
+        x0 = int(rng.integers(0, w - cw + 1))
+        flip = self.flip and bool(rng.integers(0, 2))
+        sl = (slice(y0, y0 + ch), slice(x0, x0 + cw))
+
+        def cut(a: np.ndarray) -> np.ndarray:
+            a = a[sl]
+            return np.ascontiguousarray(a[:, ::-1] if flip else a)
+
+        out = {"image": torch.from_numpy(cut(image)).permute(2, 0, 1).contiguous()}
+        if label is not None:
+            out["label"] = torch.from_numpy(cut(label)).long()
+        if weight is not None:
+            out["weight"] = torch.from_numpy(cut(weight))
+        return out
+
+
+class _SeededSampler(torch.utils.data.Sampler):
+    """Endless shuffled (index, crop_seed) pairs of one rank's shard, resumable at any sample count.
+
+    The global stream is a fresh permutation per epoch (seeded by ``seed`` and
+    the epoch); global sample ``g`` has crop seed ``seed * 1_000_003 + g`` and
+    belongs to rank ``g % world_size``. ``start`` is the number of global
+    samples already consumed (by all ranks).
+    """
+
+    def __init__(self, n: int, seed: int, start: int = 0, rank: int = 0, world_size: int = 1) -> None:
+        self.n, self.seed, self.start = n, seed, start
+        self.rank, self.world_size = rank, world_size
+
+    def __len__(self) -> int:
+        return 2**62  # endless; DataLoader only needs a number
+
+    def __iter__(self):
+        g = self.start + self.rank
+        epoch_cached, order = -1, None
+        while True:
+            epoch, pos = divmod(g, self.n)
+            if epoch != epoch_cached:
+                order = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+                epoch_cached = epoch
+            yield int(order[pos]), int(self.seed * 1_000_003 + g)
+            g += self.world_size
+
+
+def endless_batches(
+    dataset: CropDataset,
+    batch_size: int,
+    seed: int,
+    start_samples: int,
+    workers: int,
+    *,
+    rank: int = 0,
+    world_size: int = 1,
+) -> Iterator[dict]:
+    """Batches of ``batch_size`` per rank, forever.
+
+    ``start_samples`` is the number of global samples a resumed run already
+    consumed (steps x batch size x world size). The loader draws its worker
+    seeds from its own generator, never from the global torch RNG, so creating
+    it leaves the training RNG untouched (needed for bit-exact resume).
+    """
+    sampler = _SeededSampler(len(dataset), seed, start_samples, rank, world_size)
+    generator = torch.Generator()
+    generator.manual_seed(seed * 1_000_003 + start_samples + rank)
+    loader = DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=workers,
+        collate_fn=_collate,
+        persistent_workers=workers > 0,
+        generator=generator,
+    )
+    return iter(loader)
+
+
+def _collate(items: list[dict]) -> dict[str, torch.Tensor]:
+    keys = items[0].keys()
+    sizes = {tuple(it["image"].shape[1:]) for it in items}
+    if len(sizes) > 1:
+        # Images smaller than the crop in different ways: pad to the largest.
+        h = max(s[0] for s in sizes)
+        w = max(s[1] for s in sizes)
+        items = [_pad(it, h, w) for it in items]
+    return {k: torch.stack([it[k] for it in items]) for k in keys}
+
+
+def _pad(item: dict, h: int, w: int) -> dict:
+    out = {}
+    for k, t in item.items():
+        ph, pw = h - t.shape[-2], w - t.shape[-1]
+        fill = IGNORE if k == "label" else 0
+        out[k] = torch.nn.functional.pad(t, (0, pw, 0, ph), value=fill)
+    return out

@@ -1,1 +1,0 @@
-"""Deployment: runtime backends, uncertainty, selection strategies, query lists, ingest."""

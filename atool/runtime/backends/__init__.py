@@ -1,0 +1,63 @@
+"""Runtime backends: ``load_backend(path)`` picks one by file suffix.
+
+Every backend runs the same inference graph (atool.models.inference_graph.DeployModel):
+``infer(batch)`` takes uint8 N x H x W x 3 RGB (all images of one size) and
+returns float32 numpy arrays ``prob`` N x C x H x W and ``entropy`` N x H x W
+(normalised by log C), plus ``head1``/``head2`` when the model has selector heads.
+onnxruntime and tensorrt are imported inside their backends only.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from atool.core.errors import BadInput
+from atool.core.registry import Registry
+
+
+class Backend:
+    """Base class. Subclasses set the attributes below in ``__init__``."""
+
+    name: str = "?"
+    path: Path
+    classes: list[str]
+    heads: bool = False
+    metadata: dict[str, Any]
+
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    @staticmethod
+    def check_batch(batch: np.ndarray) -> None:
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] != 3:
+            raise ValueError(f"backend input must be uint8 N x H x W x 3, got {batch.dtype} {batch.shape}")
+
+
+BACKENDS: Registry[type[Backend]] = Registry("backend")
+# suffix -> backend name
+SUFFIXES: dict[str, str] = {}
+
+
+def register_suffixes(name: str, *suffixes: str) -> None:
+    for s in suffixes:
+        SUFFIXES[s] = name
+
+
+from atool.runtime.backends import torch_backend as _torch  # noqa: E402,F401
+from atool.runtime.backends import onnxruntime_backend as _ort  # noqa: E402,F401
+from atool.runtime.backends import tensorrt_backend as _trt  # noqa: E402,F401
+
+
+def load_backend(path: str | os.PathLike, device: str = "cpu", **kwargs: Any) -> Backend:
+    path = Path(path)
+    if not path.is_file():
+        raise BadInput(f"model file {path} not found")
+    name = SUFFIXES.get(path.suffix.lower())
+    if name is None:
+        valid = ", ".join(sorted(SUFFIXES))
+        raise BadInput(f"{path}: cannot tell the backend from suffix {path.suffix!r}; valid suffixes: {valid}")
+    return BACKENDS.get(name)(path, device=device, **kwargs)

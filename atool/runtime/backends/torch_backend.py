@@ -1,0 +1,39 @@
+"""PyTorch backend: runs a checkpoint directly (no export needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from atool.runtime.backends import BACKENDS, Backend, register_suffixes
+from atool.models.inference_graph import DeployModel
+from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
+
+
+@BACKENDS.register("torch")
+class TorchBackend(Backend):
+    name = "torch"
+
+    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None):
+        ckpt = load_checkpoint(path)
+        self.path = Path(path)
+        self.classes = list(ckpt["classes"])
+        model = model_from_checkpoint(ckpt)
+        self.heads = bool(getattr(model, "has_heads", False))
+        self.device = torch.device(device)
+        self.net = DeployModel(model, ckpt["mean"], ckpt["std"], len(self.classes), heads=self.heads).to(self.device).eval()
+        self.output_names = self.net.output_names()
+        self.metadata = {"model": ckpt["model"], "step": ckpt["step"]}
+        if threads:
+            torch.set_num_threads(threads)
+
+    @torch.inference_mode()
+    def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        self.check_batch(batch)
+        outs = self.net(torch.from_numpy(batch).to(self.device))
+        return {name: t.float().cpu().numpy() for name, t in zip(self.output_names, outs)}
+
+
+register_suffixes("torch", ".pt", ".pth", ".ckpt")
