@@ -158,7 +158,7 @@ class _Scan:
         self.strat, self.budget, self.per_image, self.seed, self.rels, self.pseudo = strat, budget, per_image, seed, rels, pseudo
         self.exclude = exclude
         self.excluded_pixels = 0
-        self.region = getattr(strat, "kind", "point") == "region"
+        self.region = strat.kind == "region"
         self.pixel_ratio = float(strat.params["pixel_ratio"]) if self.region else None
         self.pixel_budget = 0  # region strategies: pixels allowed, summed over processed images (per image)
         if per_image:
@@ -333,11 +333,11 @@ def run_query(
     backend = model if isinstance(model, Backend) else load_backend(model, **({"device": device} if device else {}))
     model_path = Path(backend.path) if isinstance(model, Backend) else Path(model)
     classes = list(backend.classes)
-    if getattr(strat, "needs_heads", False) and not getattr(backend, "heads", False):
+    if strat.needs_heads and not backend.heads:
         from atool.active.strategies.inconsistency import heads_message
 
         raise BadInput(f"{heads_message(strategy)}; {model_path.name} has no head1/head2 outputs")
-    region = getattr(strat, "kind", "point") == "region"
+    region = strat.kind == "region"
     if region and pseudo_out is not None:
         raise BadInput(f"strategy {strategy!r} writes region queries; pseudo labels (--pseudo-out) come only from point strategies")
     if region and fmt != "json":

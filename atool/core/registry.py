@@ -1,12 +1,18 @@
 """Plug-in registries: plain dicts filled by a decorator.
 
-Five registries exist (models, training methods, selection strategies, runtime
-backends, query-list formats); each lives next to the things it registers.
+The registries (models, training methods, selection strategies, runtime
+backends, query-list formats, dataset adapters) each live in the package of
+the things they register. A plug-in's name is written once, in
+``@REGISTRY.register("name")``, which also sets it as the class's ``name``.
+``load_plugins`` imports every module of the package, so adding a plug-in is
+one new file and no list anywhere is edited.
 """
 
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterator, TypeVar
+import importlib
+import pkgutil
+from typing import Callable, Generic, Iterable, Iterator, TypeVar
 
 from atool.core.errors import UnknownName
 
@@ -22,6 +28,8 @@ class Registry(Generic[T]):
         def add(obj: T) -> T:
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
+            if isinstance(obj, type):
+                obj.name = name  # the one place the name is written
             self._entries[name] = obj
             return obj
 
@@ -42,3 +50,12 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+    def items(self) -> list[tuple[str, T]]:
+        return [(name, self._entries[name]) for name in self.names()]
+
+    def load_plugins(self, package: str, path: Iterable[str]) -> None:
+        """Import every public module of ``package`` (its ``__path__``) so that their decorators run."""
+        for info in pkgutil.iter_modules(list(path)):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{package}.{info.name}")

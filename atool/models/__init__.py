@@ -21,13 +21,9 @@ from atool.core.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
-# Import for registration side effects.
-from atool.models import mobilenet as _mobilenet  # noqa: E402,F401
-from atool.models import deeplabv2 as _deeplabv2  # noqa: E402,F401
-from atool.models import deeplabv3plus as _deeplabv3plus  # noqa: E402,F401
-from atool.models import selector as _selector  # noqa: E402,F401
-
 
 def build_model(name: str, num_classes: int, **kwargs: Any) -> nn.Module:
     """Build a registered model with random initialisation (or backbone weights via ``backbone_weights``)."""
     return MODELS.get(name)(num_classes=num_classes, **kwargs)
+
+MODELS.load_plugins(__name__, __path__)

@@ -70,5 +70,5 @@ FP32 = Precision(False)
 
 
 def precision_of(method: Any) -> Precision:
-    """The precision the loop gave ``method`` (fp32 when it gave none, e.g. a method used on its own)."""
-    return getattr(method, "precision", None) or FP32
+    """The precision the loop gave ``method`` (``Method.precision``; fp32 unless the trainer set AMP)."""
+    return method.precision

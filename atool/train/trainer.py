@@ -128,9 +128,7 @@ class Trainer:
             logging.getLogger("atool").setLevel(logging.WARNING)  # rank 0 logs for everyone
         self.skipped: dict[str, list] = {}
         self._init_ckpt = load_checkpoint(cfg.init) if cfg.init else None
-        prepare = getattr(self.method_cls, "prepare", None)
-        if prepare is not None:
-            prepare(cfg, is_main=self.dist.is_main, barrier=lambda: ddp.barrier(self.dist), device=self.device)
+        self.method_cls.prepare(cfg, is_main=self.dist.is_main, barrier=lambda: ddp.barrier(self.dist), device=self.device)
         self.classes = self._resolve_classes()
         self.source, self.target = self._datasets()
 
@@ -211,7 +209,7 @@ class Trainer:
         if self.device.type != "cuda":
             log.info("amp: ignored on %s (mixed precision needs CUDA); training in fp32", self.device.type)
             return FP32
-        if not getattr(method, "supports_amp", False):
+        if not method.supports_amp:
             log.info("amp: method %s does not support it; training in fp32", cfg.method)
             return FP32
         dtype = cfg.amp_dtype

@@ -31,8 +31,6 @@ from atool.core.io import atomic_write_json
 
 log = logging.getLogger("atool.loop")
 
-HEAD_STRATEGIES = ("inconsistency_ppl", "inconsistency_spl")
-
 DEFAULTS: dict[str, Any] = {
     "stages": 3,
     "query": {"strategy": "inconsistency_ppl", "budget": 10, "per_image": True, "params": {}},
@@ -88,6 +86,7 @@ def run_loop(
     config: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run the stages; returns (and writes to OUT/loop.json) what each stage labeled and scored."""
+    from atool.active.strategies import STRATEGIES
     from atool.data.adapters.folder import FolderDataset
     from atool.annotate.accumulate import merge_stage_labels
     from atool.runtime.backends import load_backend
@@ -128,7 +127,7 @@ def run_loop(
             continue
         t0 = time.perf_counter()
         query_model = current
-        if q["strategy"] in HEAD_STRATEGIES:
+        if STRATEGIES.get(q["strategy"]).needs_heads:
             query_model = stage_dir / "selector.pt"
             _train(cfg["selector"], shared, method="selector", source=str(source), target=str(target),
                    init=str(current), out=str(query_model))

@@ -7,7 +7,7 @@ or per image. Randomness comes from ``image_rng(seed, relative_path)``, so an
 image gets the same points whatever order or batch it is processed in.
 
 Adding a strategy is one new module with a ``Strategy`` subclass registered in
-``STRATEGIES`` under its CLI name, plus its import at the bottom of this file.
+``STRATEGIES`` under its CLI name; modules of this package are found on import.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from atool.active.candidates import Candidates
+from atool.active.candidates import Candidates, Regions
 from atool.core.errors import BadInput
 from atool.core.registry import Registry
 
@@ -36,6 +36,10 @@ class Strategy:
     """
 
     name: ClassVar[str] = "?"
+    # "point": ``candidates`` ranks pixels; "region": ``regions`` ranks masks (budget counts regions)
+    kind: ClassVar[str] = "point"
+    # True when the strategy reads the selector heads' outputs (head1/head2): the model must have them
+    needs_heads: ClassVar[bool] = False
     defaults: ClassVar[dict[str, Any]] = {}
     # parameter -> allowed values, for string-valued parameters
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}
@@ -62,6 +66,10 @@ class Strategy:
         it, others return at most ``want`` points.
         """
         raise NotImplementedError
+
+    def regions(self, maps: Maps, rng: np.random.Generator, want: int) -> Regions:
+        """Rank regions of one image (``kind == "region"`` strategies only): at most ``want``."""
+        raise BadInput(f"strategy {self.name!r} proposes points, not regions; use candidates()")
 
     def _require(self, ok: bool, message: str) -> None:
         if not ok:
@@ -109,13 +117,6 @@ def make_strategy(name: str, params: dict[str, Any] | None = None) -> Strategy:
     """Build a registered strategy; unknown names and parameters are BadInput."""
     return STRATEGIES.get(name)(**(params or {}))
 
+STRATEGIES.load_plugins(__name__, __path__)
 
-# Registration side effects.
-from atool.active.strategies import confidence as _confidence  # noqa: E402,F401
-from atool.active.strategies import entropy as _entropy  # noqa: E402,F401
-from atool.active.strategies import entropy_patch as _entropy_patch  # noqa: E402,F401
-from atool.active.strategies import inconsistency as _inconsistency  # noqa: E402,F401
-from atool.active.strategies import margin as _margin  # noqa: E402,F401
-from atool.active.strategies import random_points as _random_points  # noqa: E402,F401
-
-__all__ = ["Strategy", "STRATEGIES", "Maps", "image_rng", "make_strategy", "Candidates"]
+__all__ = ["Strategy", "STRATEGIES", "Maps", "image_rng", "make_strategy", "Candidates", "Regions"]

@@ -11,7 +11,6 @@ from atool.ops.uncertainty import least_confidence
 
 @STRATEGIES.register("confidence")
 class LeastConfidence(PixelStrategy):
-    name = "confidence"
 
     def uncertainty(self, maps: Maps) -> np.ndarray:
         return least_confidence(maps["prob"])

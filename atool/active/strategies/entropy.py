@@ -10,7 +10,6 @@ from atool.active.strategies.pixel import PixelStrategy
 
 @STRATEGIES.register("entropy")
 class EntropyPixels(PixelStrategy):
-    name = "entropy"
 
     def uncertainty(self, maps: Maps) -> np.ndarray:
         return maps["entropy"]

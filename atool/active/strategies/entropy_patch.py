@@ -78,7 +78,6 @@ def sample_in_patches(
 
 @STRATEGIES.register("entropy_patch")
 class EntropyPatch(Strategy):
-    name = "entropy_patch"
     defaults = {"grid_cols": 16, "grid_rows": 8, "points_per_patch": 5, "score": "mean"}
     choices = {"score": ("mean", "sum")}
 

@@ -69,7 +69,6 @@ class _HeadsStrategy(Strategy):
 
 @STRATEGIES.register("inconsistency_ppl")
 class InconsistencyPPL(_HeadsStrategy):
-    name = "inconsistency_ppl"
     defaults = {"score": "area", "min_pixels": 1}
     choices = {"score": ("area", "discrepancy")}
 
@@ -160,7 +159,6 @@ def component_rles(labels: np.ndarray, ids: np.ndarray) -> list[str]:
 
 @STRATEGIES.register("inconsistency_spl")
 class InconsistencySPL(_HeadsStrategy):
-    name = "inconsistency_spl"
     kind = "region"
     defaults = {"pixel_ratio": 0.022, "split": "components", "score": "sum", "min_area": 1}
     choices = {"split": ("components", "class_components", "none"), "score": ("sum", "mean", "area")}

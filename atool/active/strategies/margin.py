@@ -11,7 +11,6 @@ from atool.ops.uncertainty import margin_uncertainty
 
 @STRATEGIES.register("margin")
 class SmallestMargin(PixelStrategy):
-    name = "margin"
 
     def uncertainty(self, maps: Maps) -> np.ndarray:
         return margin_uncertainty(maps["prob"])

@@ -19,7 +19,6 @@ from atool.ops.uncertainty import at_points
 
 @STRATEGIES.register("random")
 class RandomPoints(Strategy):
-    name = "random"
     defaults: dict = {}
 
     def candidates(self, maps: Maps, rng: np.random.Generator, want: int) -> Candidates:

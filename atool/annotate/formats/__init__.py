@@ -46,8 +46,6 @@ def default_out(fmt: str) -> Path:
     """The output file name a format uses when --out is not given."""
     return Path(FORMATS.get(fmt).default_name)
 
-
-from atool.annotate.formats import atool_json as _atool_json  # noqa: E402,F401
-from atool.annotate.formats import labelstudio as _labelstudio  # noqa: E402,F401
+FORMATS.load_plugins(__name__, __path__)
 
 __all__ = ["FORMATS", "QueryFormat", "write_query_list", "default_out"]

@@ -21,7 +21,6 @@ def dumps(obj: Any) -> str:
 
 @FORMATS.register("json")
 class AtoolJson(QueryFormat):
-    name = "json"
     default_name = "queries.json"
 
     def write(self, query_list: dict[str, Any], out: Path, **options: Any) -> list[Path]:

@@ -83,7 +83,6 @@ def to_tasks(query_list: dict[str, Any], image_root_url: str) -> list[dict[str, 
 
 @FORMATS.register("labelstudio")
 class LabelStudio(QueryFormat):
-    name = "labelstudio"
     default_name = "queries.labelstudio.json"
     options = {"image_root_url": LOCAL_FILES_PREFIX}
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -22,7 +22,8 @@ from atool.core.registry import Registry
 class Backend:
     """Base class. Subclasses set the attributes below in ``__init__``."""
 
-    name: str = "?"
+    name: ClassVar[str] = "?"
+    suffixes: ClassVar[tuple[str, ...]] = ()  # model-file suffixes this backend loads (lower case)
     path: Path
     classes: list[str]
     heads: bool = False
@@ -38,26 +39,22 @@ class Backend:
 
 
 BACKENDS: Registry[type[Backend]] = Registry("backend")
-# suffix -> backend name
-SUFFIXES: dict[str, str] = {}
 
 
-def register_suffixes(name: str, *suffixes: str) -> None:
-    for s in suffixes:
-        SUFFIXES[s] = name
-
-
-from atool.runtime.backends import torch_backend as _torch  # noqa: E402,F401
-from atool.runtime.backends import onnxruntime_backend as _ort  # noqa: E402,F401
-from atool.runtime.backends import tensorrt_backend as _trt  # noqa: E402,F401
+def backend_for_suffix(suffix: str) -> str | None:
+    """The registered backend that reads model files ending in ``suffix`` (lower case), or None."""
+    return next((name for name, cls in BACKENDS.items() if suffix in cls.suffixes), None)
 
 
 def load_backend(path: str | os.PathLike, device: str = "cpu", **kwargs: Any) -> Backend:
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"model file {path} not found")
-    name = SUFFIXES.get(path.suffix.lower())
+    name = backend_for_suffix(path.suffix.lower())
     if name is None:
-        valid = ", ".join(sorted(SUFFIXES))
+        valid = ", ".join(sorted(s for _, cls in BACKENDS.items() for s in cls.suffixes))
         raise BadInput(f"{path}: cannot tell the backend from suffix {path.suffix!r}; valid suffixes: {valid}")
     return BACKENDS.get(name)(path, device=device, **kwargs)
+
+
+BACKENDS.load_plugins(__name__, __path__)

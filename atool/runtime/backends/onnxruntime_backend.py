@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from atool.runtime.backends import BACKENDS, Backend, register_suffixes
+from atool.runtime.backends import BACKENDS, Backend
 from atool.core.errors import BadInput, MissingDependency
 from atool.core.metadata import parse_metadata
 
@@ -56,9 +56,9 @@ def _providers(ort: Any, device: str) -> list[Any]:
 
 @BACKENDS.register("onnxruntime")
 class OnnxRuntimeBackend(Backend):
+    suffixes = (".onnx",)
     """Runs an atool-exported ONNX model; see the package docstring for ``infer``."""
 
-    name = "onnxruntime"
 
     def __init__(self, path: Path, device: str = "cpu", threads: int | None = None):
         ort = _import_onnxruntime()
@@ -109,6 +109,3 @@ class OnnxRuntimeBackend(Backend):
         self.check_batch(batch)
         outs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch)})
         return dict(zip(self.output_names, outs))
-
-
-register_suffixes("onnxruntime", ".onnx")

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from atool.runtime.backends import BACKENDS, Backend, register_suffixes
+from atool.runtime.backends import BACKENDS, Backend
 from atool.core.errors import BadInput
 from atool.core.optional import import_tensorrt
 
 
 @BACKENDS.register("tensorrt")
 class TensorRTBackend(Backend):
-    name = "tensorrt"
+    suffixes = (".engine", ".plan")
 
     def __init__(self, path: Path, device: str = "cuda", threads: int | None = None):
         self.path = Path(path)
@@ -32,6 +32,3 @@ class TensorRTBackend(Backend):
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:  # pragma: no cover - never constructed
         raise NotImplementedError
-
-
-register_suffixes("tensorrt", ".engine", ".plan")

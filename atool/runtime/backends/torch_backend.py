@@ -7,14 +7,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from atool.runtime.backends import BACKENDS, Backend, register_suffixes
+from atool.runtime.backends import BACKENDS, Backend
 from atool.models.inference_graph import DeployModel
 from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
 
 
 @BACKENDS.register("torch")
 class TorchBackend(Backend):
-    name = "torch"
+    suffixes = (".pt", ".pth", ".ckpt")
 
     def __init__(self, path: Path, device: str = "cpu", threads: int | None = None):
         ckpt = load_checkpoint(path)
@@ -34,6 +34,3 @@ class TorchBackend(Backend):
         self.check_batch(batch)
         outs = self.net(torch.from_numpy(batch).to(self.device))
         return {name: t.float().cpu().numpy() for name, t in zip(self.output_names, outs)}
-
-
-register_suffixes("torch", ".pt", ".pth", ".ckpt")

@@ -8,7 +8,7 @@ a dict of float losses. Discriminators and multi-step updates live inside.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn as nn
@@ -16,12 +16,17 @@ import torch.nn as nn
 from atool.core.config import TrainConfig
 from atool.core.errors import BadInput
 from atool.core.registry import Registry
+from atool.train.amp import FP32, Precision
 
 
 class Method:
+    """Base class of training methods; every hook the trainer calls is declared here."""
+
     uses_source = True
     uses_target = False
     needs_target_labels = False
+    # True when ``step`` runs its forwards under ``self.precision.autocast()`` (see atool.train.amp)
+    supports_amp = False
 
     def __init__(self, cfg: TrainConfig, num_classes: int, device: torch.device) -> None:
         self.cfg = cfg
@@ -29,6 +34,11 @@ class Method:
         self.device = device
         self.model: nn.Module | None = None
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.precision: Precision = FP32  # the trainer sets the run's precision before ``setup``
+
+    @classmethod
+    def prepare(cls, cfg: TrainConfig, *, is_main: bool, barrier: Callable[[], None], device: torch.device) -> None:
+        """Hook before datasets are opened (e.g. IntraDA writes its easy/hard split); may fill ``cfg``."""
 
     def wrap_model(self, model: nn.Module, name: str, args: dict[str, Any]) -> tuple[nn.Module, str, dict[str, Any]]:
         """Hook before ``setup``: a method that trains a different model (the selector wraps the
@@ -90,11 +100,4 @@ def make_optimizer(cfg: TrainConfig, params, lr: float) -> torch.optim.Optimizer
 
 METHODS: Registry[type[Method]] = Registry("training method")
 
-from atool.train.methods import source as _source  # noqa: E402,F401
-from atool.train.methods import advent as _advent  # noqa: E402,F401
-from atool.train.methods import adapt as _adapt  # noqa: E402,F401
-from atool.train.methods import finetune as _finetune  # noqa: E402,F401
-from atool.train.methods import minent as _minent  # noqa: E402,F401
-from atool.train.methods import self_training as _self_training  # noqa: E402,F401
-from atool.train.methods import intrada as _intrada  # noqa: E402,F401
-from atool.train.methods import selector as _selector  # noqa: E402,F401
+METHODS.load_plugins(__name__, __path__)
