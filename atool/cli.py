@@ -1,6 +1,7 @@
 """The ``atool`` command line.
 
-Each command lives in ``atool/commands/<name>.py``, parses its options, builds
+Each command lives in ``atool/commands/<name>.py`` (found by listing that
+package; ``_``-prefixed modules are helpers), parses its options, builds
 a config and makes one call into the library. This module owns what is common:
 logging set-up and turning errors into one line and an exit code (2 for bad
 input, 1 for failures), never a traceback.
@@ -16,9 +17,6 @@ import click
 
 from atool import __version__
 from atool.core.errors import AtoolError
-
-_COMMAND_MODULES = ("data", "train", "eval", "export", "query", "oracle", "ingest", "loop", "demo")
-
 
 class _Group(click.Group):
     def invoke(self, ctx: click.Context):
@@ -52,11 +50,19 @@ def main(verbose: int, quiet: bool) -> None:
 
 
 def _load_commands() -> None:
-    import importlib
+    """Add ``command`` of every public module of ``atool.commands``: a new command is one new file.
 
-    for name in _COMMAND_MODULES:
-        module = importlib.import_module(f"atool.commands.{name}")
-        main.add_command(module.command)
+    The modules are imported for every invocation, so they keep heavy imports
+    (torch, onnxruntime) inside their command bodies.
+    """
+    import importlib
+    import pkgutil
+
+    import atool.commands
+
+    for info in sorted(pkgutil.iter_modules(atool.commands.__path__), key=lambda i: i.name):
+        if not info.name.startswith("_"):
+            main.add_command(importlib.import_module(f"atool.commands.{info.name}").command)
 
 
 _load_commands()

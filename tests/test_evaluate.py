@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from atool.eval.evaluate import SegMetrics, confusion
+from atool.eval.confusion import confusion
+from atool.eval.metrics import SegMetrics
 
 
 def test_confusion_ignores_255_and_counts_pairs():

@@ -10,11 +10,12 @@ import pytest
 import torch
 
 from atool.data.images import read_label, write_label
-from atool.annotate import rle
+from atool.ops import rle
 from atool.active.candidates import Regions, RegionSelector, select_regions
 from atool.annotate.ingest import ingest_answers
 from atool.annotate.oracle import answer_queries
-from atool.active.query import run_query
+from atool.active.query import QueryConfig, run_query
+from atool.workflows.query import query_to_file
 from atool.active.strategies import image_rng, make_strategy
 from atool.active.strategies.inconsistency import _component_labels, component_rles, inconsistency_mask
 from atool.core.errors import BadInput
@@ -201,12 +202,12 @@ def check_list(q: dict, root: Path) -> None:
 @pytest.mark.parametrize("per_image", [False, True])
 def test_query_with_heads(selector_ckpt, synth_pair, per_image):
     images = synth_pair / "target_train" / "images"
-    q = run_query(selector_ckpt, images, 4 if per_image else 12, per_image=per_image, strategy="inconsistency_ppl", workers=0)
+    q = run_query(selector_ckpt, images, QueryConfig(budget=4 if per_image else 12, per_image=per_image, strategy="inconsistency_ppl", workers=0))
     check_list(q, images)
     assert q["budget"]["used"] > 0 and all(p["kind"] == "point" for e in q["images"] for p in e["queries"])
 
-    q = run_query(selector_ckpt, images, 3 if per_image else 10, per_image=per_image, strategy="inconsistency_spl",
-                  strategy_params={"pixel_ratio": 0.05}, workers=0)
+    q = run_query(selector_ckpt, images, QueryConfig(budget=3 if per_image else 10, per_image=per_image, strategy="inconsistency_spl",
+                                                     params={"pixel_ratio": 0.05}, workers=0))
     check_list(q, images)
     b = q["budget"]
     assert b["pixel_ratio"] == 0.05 and 0 < b["pixels_used"] <= b["pixels"]
@@ -226,13 +227,13 @@ def test_query_with_heads(selector_ckpt, synth_pair, per_image):
 
 def test_query_without_heads_is_bad_input(tiny_checkpoint, synth_pair):
     with pytest.raises(BadInput, match="selector heads"):
-        run_query(tiny_checkpoint, synth_pair / "target_train" / "images", 5, strategy="inconsistency_spl", workers=0)
+        run_query(tiny_checkpoint, synth_pair / "target_train" / "images", QueryConfig(budget=5, strategy="inconsistency_spl", workers=0))
 
 
 def test_region_flow_oracle_exact_and_ingest(selector_ckpt, synth_pair, tmp_path):
     root = synth_pair / "target_train"
     qfile = tmp_path / "q.json"
-    q = run_query(selector_ckpt, root / "images", 20, strategy="inconsistency_spl", strategy_params={"pixel_ratio": 0.1}, workers=0, out=qfile)
+    q = query_to_file(selector_ckpt, root / "images", QueryConfig(budget=20, strategy="inconsistency_spl", params={"pixel_ratio": 0.1}, workers=0), qfile)
     assert q["budget"]["used"] > 0
     truth_dir = tmp_path / "truth"
     # Ground truth with an ignore band, so regions mix classes and ignore pixels.
@@ -270,7 +271,7 @@ def test_region_flow_oracle_exact_and_ingest(selector_ckpt, synth_pair, tmp_path
 def test_region_oracle_majority_gives_one_label_per_region(selector_ckpt, synth_pair, tmp_path):
     root = synth_pair / "target_train"
     qfile = tmp_path / "q.json"
-    q = run_query(selector_ckpt, root / "images", 20, strategy="inconsistency_spl", strategy_params={"pixel_ratio": 0.1}, workers=0, out=qfile)
+    q = query_to_file(selector_ckpt, root / "images", QueryConfig(budget=20, strategy="inconsistency_spl", params={"pixel_ratio": 0.1}, workers=0), qfile)
     answer_queries(qfile, root / "oracle_labels", tmp_path / "a.json", regions="majority")
     answers = json.loads((tmp_path / "a.json").read_text())
     got = {a["id"]: a for e in answers["images"] for a in e["answers"]}

@@ -256,7 +256,7 @@ def test_ingest_bad_input_one_line(world):
 def test_query_oracle_ingest_round_trip(world, tmp_path, one_torch_thread):
     """Through the real pipeline: random-init model, oracle from GT, ingest with pseudo labels."""
 
-    from atool.active.query import run_query
+    from atool.workflows.query import QueryConfig, query_to_file
     from atool.models import build_model
     from atool.core.checkpoint import save_checkpoint
 
@@ -270,7 +270,7 @@ def test_query_oracle_ingest_round_trip(world, tmp_path, one_torch_thread):
         write_image(images / f"{i}.png", rng.integers(0, 256, (32, 64, 3), dtype=np.uint8))
         write_label(gt / f"{i}.png", rng.integers(0, 3, (32, 64), dtype=np.uint8))
     qpath = tmp_path / "q.json"
-    run_query(model, images, 12, out=qpath, pseudo_out=tmp_path / "pseudo", workers=0)
+    query_to_file(model, images, QueryConfig(budget=12, pseudo_out=str(tmp_path / "pseudo"), workers=0), qpath)
     answer_queries(qpath, gt, tmp_path / "a.json")
     s = ingest_answers(tmp_path / "a.json", tmp_path / "sparse", pseudo_dir=tmp_path / "pseudo", images_root=images)
     assert s["points"] == 12 and s["images"] == 3 and s["skipped_total"] == 0
@@ -280,3 +280,22 @@ def test_query_oracle_ingest_round_trip(world, tmp_path, one_torch_thread):
         truth = read_label(gt / e["image"])
         for p in e["queries"]:
             assert label[p["y"], p["x"]] == truth[p["y"], p["x"]]
+
+
+def test_oracle_cli_format_labelstudio_then_ingest(world):
+    """`atool oracle --format labelstudio` writes what Label Studio would export; ingest reads it like the atool answers."""
+    root = world["root"]
+    r = CliRunner().invoke(oracle_command, ["--queries", str(world["queries"]), "--labels", str(world["gt"]), "--format", "labelstudio",
+                                            "--out", str(root / "ls.json")])
+    assert r.exit_code == 0, r.output
+    tasks = json.loads((root / "ls.json").read_text())
+    assert isinstance(tasks, list) and {t["data"]["atool_image"] for t in tasks if t["annotations"]} == {"a.png", "sub/b.jpg"}
+    r = CliRunner().invoke(ingest_command, [str(root / "ls.json"), "--classes", str(world["classes"]), "--out", str(root / "from_ls")])
+    assert r.exit_code == 0, r.output
+    answer_queries(world["queries"], world["gt"], root / "answers.json")
+    ingest_answers(root / "answers.json", root / "from_json")
+    for stem in ("a.png", "sub/b.png"):
+        assert np.array_equal(read_label(root / "from_ls" / "labels" / stem), read_label(root / "from_json" / "labels" / stem))
+    assert json.loads((root / "from_ls" / "ingest.json").read_text())["source_format"] == "labelstudio"
+    line = one_line_exit_2(CliRunner().invoke(oracle_command, ["--queries", str(world["queries"]), "--labels", str(world["gt"]), "--format", "cvat"]))
+    assert "valid:" in line and "labelstudio" in line

@@ -17,7 +17,7 @@ from atool.commands.query import command as query_command
 from atool.data.images import read_label
 from atool.runtime.backends import Backend
 from atool.annotate.formats.labelstudio import config_path
-from atool.active.query import run_query
+from atool.active.query import QueryConfig, run_query
 from atool.active.strategies import STRATEGIES
 from atool.core.errors import Failure
 from atool.core.io import sha256_file
@@ -125,11 +125,12 @@ def test_same_inputs_same_bytes_whatever_the_workers(setup, tmp_path):
     assert outs[0] == outs[2]
 
 
-# Strategies that read selector heads need a selector model: tests/test_inconsistency.py runs them.
-@pytest.mark.parametrize("strategy", [n for n in STRATEGIES.names() if not getattr(STRATEGIES.get(n), "needs_heads", False)])
+# Strategies that read selector heads need a selector model: tests/test_inconsistency.py runs them;
+# those that read other outputs (domain_gap: gap) run in their own tests (tests/test_domain_gap.py).
+@pytest.mark.parametrize("strategy", [n for n in STRATEGIES.names() if not STRATEGIES.get(n).needs_heads and not STRATEGIES.get(n).needs_maps])
 def test_every_strategy_total_and_per_image(backend, setup, strategy):
     for per_image, budget in ((False, 17), (True, 6)):
-        q = run_query(backend, setup["images"], budget, per_image=per_image, strategy=strategy, seed=3, workers=1)
+        q = run_query(backend, setup["images"], QueryConfig(budget=budget, per_image=per_image, strategy=strategy, seed=3, workers=1))
         check_list(q, setup["images"])
         processed = q["stats"]["images_processed"]
         if per_image:
@@ -192,7 +193,7 @@ def test_labelstudio_default_out_and_url_prefix(setup, tmp_path, monkeypatch):
 def test_pseudo_labels_cover_unselected_candidates(backend, setup, tmp_path, per_image):
     pseudo = tmp_path / "pseudo"
     budget = 4 if per_image else 30
-    q = run_query(backend, setup["images"], budget, per_image=per_image, pseudo_out=pseudo, workers=2, seed=1)
+    q = run_query(backend, setup["images"], QueryConfig(budget=budget, per_image=per_image, pseudo_out=str(pseudo), workers=2, seed=1))
     chosen = {e["image"]: {(p["y"], p["x"]) for p in e["queries"]} for e in q["images"]}
     total = 0
     for rel in GOOD:
@@ -210,10 +211,10 @@ def test_pseudo_labels_cover_unselected_candidates(backend, setup, tmp_path, per
 
 def test_pseudo_min_confidence_filters(backend, setup, tmp_path):
     pseudo = tmp_path / "pseudo"
-    q_all = run_query(backend, setup["images"], 10, pseudo_out=tmp_path / "all", workers=0)
-    q = run_query(backend, setup["images"], 10, pseudo_out=pseudo, pseudo_min_confidence=0.6, workers=0)
+    q_all = run_query(backend, setup["images"], QueryConfig(budget=10, pseudo_out=str(tmp_path / "all"), workers=0))
+    q = run_query(backend, setup["images"], QueryConfig(budget=10, pseudo_out=str(pseudo), pseudo_min_confidence=0.6, workers=0))
     assert q["pseudo"]["points"] < q_all["pseudo"]["points"]
-    q1 = run_query(backend, setup["images"], 10, pseudo_out=tmp_path / "none", pseudo_min_confidence=1.0, workers=0)
+    q1 = run_query(backend, setup["images"], QueryConfig(budget=10, pseudo_out=str(tmp_path / "none"), pseudo_min_confidence=1.0, workers=0))
     assert q1["pseudo"]["points"] <= q["pseudo"]["points"]
 
 
@@ -228,7 +229,7 @@ def test_budget_zero_is_an_empty_valid_list(setup, tmp_path):
 
 def test_budget_too_large_uses_all_and_warns(backend, setup, caplog):
     with caplog.at_level(logging.WARNING, logger="atool.active.query"):
-        q = run_query(backend, setup["images"], 10**6, strategy="entropy", workers=0)
+        q = run_query(backend, setup["images"], QueryConfig(budget=10**6, strategy="entropy", workers=0))
     check_list(q, setup["images"])
     assert 0 < q["budget"]["used"] < q["budget"]["points"] == 10**6
     assert q["budget"]["used"] == q["stats"]["candidates"]
@@ -300,13 +301,13 @@ class _PickyBackend(Backend):
 
 
 def test_inference_failure_skips_those_images(setup):
-    q = run_query(_PickyBackend(setup["model"], 128), setup["images"], 10, workers=1)
+    q = run_query(_PickyBackend(setup["model"], 128), setup["images"], QueryConfig(budget=10, workers=1))
     check_list(q, setup["images"])
     failed = [s for s in q["skipped"] if s["reason"].startswith("inference failed")]
     assert [s["image"] for s in failed] == ["sub/deeper/wide.png"]
     assert "\n" not in failed[0]["reason"]
     with pytest.raises(Failure, match="inference failed on every readable image"):
-        run_query(_PickyBackend(setup["model"], 128), setup["images"] / "sub" / "deeper", 10, workers=0)
+        run_query(_PickyBackend(setup["model"], 128), setup["images"] / "sub" / "deeper", QueryConfig(budget=10, workers=0))
 
 
 def test_query_runs_on_an_exported_onnx_model(setup, tmp_path):
@@ -316,8 +317,8 @@ def test_query_runs_on_an_exported_onnx_model(setup, tmp_path):
 
     onnx_path = tmp_path / "model.onnx"
     export_onnx(setup["model"], onnx_path, sample_size=(64, 32))
-    q_onnx = run_query(onnx_path, setup["images"], 20, workers=0)
-    q_torch = run_query(setup["model"], setup["images"], 20, workers=0)
+    q_onnx = run_query(onnx_path, setup["images"], QueryConfig(budget=20, workers=0))
+    q_torch = run_query(setup["model"], setup["images"], QueryConfig(budget=20, workers=0))
     check_list(q_onnx, setup["images"])
     assert q_onnx["model"]["backend"] == "onnxruntime" and q_onnx["classes"] == CLASSES
     # The runtimes agree to ~1e-6 and positions come from the seed, so the same patches win;
@@ -326,3 +327,77 @@ def test_query_runs_on_an_exported_onnx_model(setup, tmp_path):
         return {(e["image"], p["x"], p["y"]) for e in q["images"] for p in e["queries"]}
 
     assert len(points(q_onnx) & points(q_torch)) >= 15
+
+
+def _without_created(path: Path) -> str:
+    q = json.loads(path.read_text())
+    q.pop("created")
+    return json.dumps(q, sort_keys=True)
+
+
+def test_config_yaml_gives_the_same_list_as_the_options(setup, tmp_path):
+    preset = tmp_path / "q.yaml"
+    preset.write_text("strategy: entropy\nparams: {radius: 2}\nbudget: 4\nper_image: true\nseed: 5\nworkers: 0\n")
+    by_options = ["--strategy", "entropy", "--param", "radius=2", "--budget", 4, "--per-image", "--seed", 5, "--workers", 0]
+    base = ["--model", setup["model"], "--images", setup["images"]]
+    assert invoke(base + by_options + ["--out", tmp_path / "a.json"]).exit_code == 0
+    r = invoke(base + ["--config", preset, "--out", tmp_path / "b.json"])
+    assert r.exit_code == 0, r.output
+    assert _without_created(tmp_path / "a.json") == _without_created(tmp_path / "b.json")
+    # Options given on the command line win over the YAML; the rest of the YAML still holds.
+    c_options = ["--strategy", "entropy", "--param", "radius=3", "--budget", 4, "--per-image", "--seed", 6, "--workers", 0]
+    assert invoke(base + c_options + ["--out", tmp_path / "c.json"]).exit_code == 0
+    r = invoke(base + ["--config", preset, "--seed", 6, "--param", "radius=3", "--out", tmp_path / "d.json"])
+    assert r.exit_code == 0, r.output
+    assert _without_created(tmp_path / "c.json") == _without_created(tmp_path / "d.json")
+    assert _without_created(tmp_path / "c.json") != _without_created(tmp_path / "a.json")
+    q = json.loads((tmp_path / "d.json").read_text())
+    assert q["strategy"]["seed"] == 6 and q["strategy"]["params"]["radius"] == 3 and q["budget"]["per_image"] == 4
+
+
+@pytest.mark.parametrize("text, message", [
+    ("budgte: 4\n", "unknown query config key(s) budgte (did you mean budget?)"), ("budget: four\n", "budget must be int"),
+    ("params: [1]\n", "params must be a mapping"), ("top_k: 2\nbudget: 3\n", "--top-k counts patches per image"),
+    ("strategy: nope\nbudget: 3\n", "unknown selection strategy 'nope'"), ("format: cvat9\nbudget: 3\n", "unknown query-list format 'cvat9'"),
+])
+def test_config_yaml_bad_keys_are_one_line(setup, tmp_path, text, message):
+    preset = tmp_path / "bad.yaml"
+    preset.write_text(text)
+    r = invoke(["--model", setup["model"], "--images", setup["images"], "--config", preset, "--out", tmp_path / "q.json"])
+    lines = r.output.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1 and message in lines[0], r.output
+    assert not (tmp_path / "q.json").exists()
+
+
+def test_format_checks_fail_before_the_query_runs(tmp_path):
+    """A region strategy with a point-only format fails before the model or the images are even opened."""
+    from atool.workflows.query import QueryConfig, check_format, query_to_file
+    from atool.core.errors import BadInput
+
+    cfg = QueryConfig(strategy="inconsistency_spl", budget=3)
+    with pytest.raises(BadInput, match="writes region queries, which only the json format carries"):
+        query_to_file(tmp_path / "missing.pt", tmp_path / "nowhere", cfg, tmp_path / "q.json", "labelstudio")
+    with pytest.raises(BadInput, match="takes no option image_root_url"):
+        query_to_file(tmp_path / "missing.pt", tmp_path / "nowhere", QueryConfig(budget=3), tmp_path / "q.json", "json",
+                      {"image_root_url": "http://x/"})
+    check_format(cfg, "json")
+    r = invoke(["--model", tmp_path / "missing.pt", "--images", tmp_path, "--budget", 3, "--strategy", "inconsistency_spl",
+                "--format", "labelstudio"])
+    assert r.exit_code == 2 and "only the json format" in r.output, r.output
+
+
+def test_logged_query_command_writes_what_query_to_file_writes(setup, tmp_path):
+    """Workflows log `query_command(...)`; running that line gives the same file."""
+    import shlex
+
+    from atool.workflows.query import QueryConfig, query_command, query_to_file
+
+    cfg = QueryConfig(strategy="entropy", params={"radius": 1}, budget=7, per_image=True, seed=2, workers=0,
+                      pseudo_out=str(tmp_path / "pseudo a"))
+    result = query_to_file(setup["model"], setup["images"], cfg, tmp_path / "a.json")
+    assert result["written"] == [str(tmp_path / "a.json")] and result["timings"]["total"] >= result["timings"]["write"]
+    assert "timings" not in json.loads((tmp_path / "a.json").read_text())
+    words = shlex.split(query_command(setup["model"], setup["images"], cfg, tmp_path / "b.json"))
+    assert words[:2] == ["atool", "query"]
+    assert invoke(words[2:]).exit_code == 0
+    assert _without_created(tmp_path / "a.json") == _without_created(tmp_path / "b.json")

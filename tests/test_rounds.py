@@ -131,7 +131,15 @@ def test_loop_bad_input_is_one_line(synth_pair, tiny_checkpoint, tmp_path):
     bad = _loop_config(tmp_path, "stages: 0\n")
     assert_one_line_error(run_cli(*_loop_args(synth_pair, tiny_checkpoint, tmp_path / "a", bad)), 2, "stages")
     bad = _loop_config(tmp_path, "query: {strategy: random, budgte: 3}\n")
-    assert_one_line_error(run_cli(*_loop_args(synth_pair, tiny_checkpoint, tmp_path / "b", bad)), 2, "budgte")
+    assert_one_line_error(run_cli(*_loop_args(synth_pair, tiny_checkpoint, tmp_path / "b", bad)), 2, "query.budgte (did you mean budget?)")
+    for body, message in (("stagez: 2\n", "unknown loop config key(s) stagez"), ("retrain: {iterz: 2}\n", "retrain.iterz"),
+                          ("query: {seed: 4}\n", "the loop's"), ("ingest: {expnd: superpixel}\n", "ingest.expnd"),
+                          ("selector: {lr: fast}\n", "lr must be float"), ("query: {budget: -1}\n", "budget must be 0 or more")):
+        bad = _loop_config(tmp_path, body)
+        assert_one_line_error(run_cli(*_loop_args(synth_pair, tiny_checkpoint, tmp_path / "b", bad)), 2, message)
+    assert_one_line_error(run_cli(*_loop_args(synth_pair, tiny_checkpoint, tmp_path / "b", _loop_config(tmp_path, "")),
+                                  "--strategy", "nope"), 2, "Invalid value for '--strategy'")
+    assert not (tmp_path / "b").exists(), "bad configs fail before any stage runs"
     ok = _loop_config(tmp_path, "stages: 1\n")
     corrupt = tmp_path / "corrupt.pt"
     corrupt.write_bytes(b"not a checkpoint")
@@ -142,6 +150,19 @@ def test_loop_bad_input_is_one_line(synth_pair, tiny_checkpoint, tmp_path):
     r = run_cli("loop", "--source", tmp_path / "nope", "--target", pool, "--oracle-labels", pool / "oracle_labels",
                 "--init", tiny_checkpoint, "--out", tmp_path / "d", "--config", ok)
     assert_one_line_error(r, 2, "not a folder")
+
+
+def test_loop_options_lay_over_the_yaml(synth_pair, tiny_checkpoint, tmp_path, monkeypatch):
+    import atool.workflows.rounds as rounds
+
+    seen = []
+    monkeypatch.setattr(rounds, "run_loop", lambda **kw: seen.append(kw["config"]) or {"start": {"miou": None}, "stages": [], "final_model": "m"})
+    cfg = _loop_config(tmp_path, "stages: 2\nquery: {strategy: entropy, budget: 9, params: {radius: 2}}\n")
+    r = run_cli(*_loop_args(synth_pair, tiny_checkpoint, tmp_path / "o", cfg), "--budget", "4", "--total", "--param", "radius=5")
+    assert r.exit_code == 0, r.output
+    got = seen[-1]
+    assert (got.stages, got.query.strategy, got.query.budget, got.query.per_image, got.query.params) == (2, "entropy", 4, False, {"radius": 5})
+    assert (got.selector, got.retrain, got.train["batch_size"]) == ({"iters": 4, "selector_warmup": 2}, {"iters": 2}, 2)
 
 
 def test_query_exclude_skips_labeled_pixels(synth_pair, tiny_checkpoint, tmp_path):
@@ -174,9 +195,9 @@ def test_labor_loop_preset_is_a_valid_loop_config():
     path = Path(__file__).resolve().parents[1] / "configs" / "labor_loop.yaml"
     assert "Source of truth" in path.read_text().split("\n\n")[0]
     cfg = loop_config(load_yaml(path))
-    assert cfg["stages"] == 3 and cfg["query"]["strategy"] == "inconsistency_spl"
+    assert cfg.stages == 3 and cfg.query.strategy == "inconsistency_spl" and cfg.query.params == {"pixel_ratio": 0.0073}
     for section, method in (("selector", "selector"), ("retrain", "finetune")):
-        build_config(TrainConfig, {**cfg["train"], **cfg[section]}, {"method": method, "out": "x.pt"})
+        build_config(TrainConfig, {**cfg.train, **getattr(cfg, section)}, {"method": method, "out": "x.pt"})
 
 
 def test_loop_with_spl_regions_labels_whole_masks(synth_pair, tiny_checkpoint, tmp_path):

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from atool.data.images import read_image, read_label
-from atool.data.synth import ROAD, SIDEWALK, SKY, SYNTH_CLASSES, _render, render_scene, write_synth_pair
+from atool.data.synth import ROAD, SIDEWALK, SKY, SYNTH_CLASSES, render, render_scene, write_synth_pair
 from atool.core.errors import BadInput
 
 SIZE = (64, 32)
@@ -128,7 +128,7 @@ def test_asphalt_sidewalk_confusion():
     src_walk = _mean_colour(_scenes("source", 4), SIDEWALK)
     hits = 0
     for i in range(12):
-        rgb, label, cond = _render(np.random.default_rng([7, 1, i]), 128, 64, "target")
+        rgb, label, cond = render(np.random.default_rng([7, 1, i]), 128, 64, "target")
         if cond["asphalt_sidewalk"] and (label == SIDEWALK).any():
             walk = rgb[label == SIDEWALK].astype(np.float64).mean(0)
             hits += np.linalg.norm(walk - src_road) < np.linalg.norm(walk - src_walk)

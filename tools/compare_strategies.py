@@ -65,7 +65,7 @@ def _time_queries(out: Path, images: Path, adapted: Path, points: int, repeats: 
     import tempfile
 
     from atool.runtime.backends import load_backend
-    from atool.active.query import run_query
+    from atool.workflows.query import QueryConfig, query_to_file
 
     models = {"adapted model, entropy_patch": (adapted, "entropy_patch"),
               "separate-backbone selector, ppl": (out / "ppl" / "stage_1" / "selector.pt", "inconsistency_ppl"),
@@ -78,7 +78,7 @@ def _time_queries(out: Path, images: Path, adapted: Path, points: int, repeats: 
             backend = load_backend(path)
             times = []
             for _ in range(repeats):
-                q = run_query(backend, images, points, per_image=True, strategy=strategy, out=Path(tmp) / "q.json")
+                q = query_to_file(backend, images, QueryConfig(strategy=strategy, budget=points, per_image=True), Path(tmp) / "q.json")
                 times.append(q["timings"]["total"])
             sec = statistics.median(times)
             result[name] = {"seconds": round(sec, 3), "images_per_s": round(q["stats"]["images_processed"] / sec, 2)}

@@ -156,7 +156,7 @@ class Regions:
     pixels; ``cls``: int16 the model's majority class over the region;
     ``conf``: float32 the share of the region's pixels predicted as ``cls``;
     ``counts``: object array of COCO compressed RLE strings (image-sized,
-    column-major, see ``atool.annotate.rle``). A region costs its RLE string,
+    column-major, see ``atool.ops.rle``). A region costs its RLE string,
     a few hundred bytes, never an image-sized mask.
     """
 

@@ -18,6 +18,11 @@ says. ``regions="majority"`` instead answers a region with one label, the
 majority class of its labeled pixels, and the query's whole mask: what an
 annotator who names one class per region gives, and what the contract's
 one-answer-per-query reading expects.
+
+The answers are built as ``atool.answers/v1`` and written through a
+query-list format's ``write_answers`` (``fmt``, default ``json``): with
+``fmt="labelstudio"`` the oracle's answers come out as Label Studio's export
+would, which ``atool ingest`` reads like a real one.
 """
 
 from __future__ import annotations
@@ -31,16 +36,14 @@ import numpy as np
 
 from atool.data.adapters.folder import IGNORE
 from atool.data.images import BadImage, read_label
-from atool.annotate import rle
-from atool.annotate.formats.atool_json import dumps
-from atool.core.io import read_json
+from atool.ops import rle
+from atool.annotate.answers import ANSWERS_FORMAT
+from atool.annotate.formats import FORMATS, write_answers
 from atool.core.errors import BadInput
-from atool.core.io import atomic_write_text, sha256_file
+from atool.core.io import read_json, sha256_file
 from atool.core.schemas import validate
 
 log = logging.getLogger(__name__)
-
-ANSWERS_FORMAT = "atool.answers/v1"
 
 
 def load_query_list(path: str | os.PathLike) -> dict[str, Any]:
@@ -100,20 +103,23 @@ def _region_answers(q: dict[str, Any], label: np.ndarray, classes: list[str], mo
 
 
 def answer_queries(
-    queries_path: str | os.PathLike, labels_dir: str | os.PathLike, out: str | os.PathLike, *, regions: str = "exact"
+    queries_path: str | os.PathLike, labels_dir: str | os.PathLike, out: str | os.PathLike, *, regions: str = "exact", fmt: str = "json"
 ) -> dict[str, Any]:
     """Answer every query of ``queries_path`` from ``labels_dir`` and write ``out``.
 
     ``regions`` is how region queries are answered: ``exact`` (per-pixel
     truth, several answers per region) or ``majority`` (one label per region);
-    see the module doc. Returns a summary: images answered, points, null
-    answers, out-of-range label values, out-of-bounds points, region queries
-    answered (``regions``), the answers and labeled pixels they gave
+    see the module doc. ``fmt`` is the query-list format whose answer export
+    is written (``json``: atool.answers/v1). Returns a summary: the paths
+    written (``files``), images answered, points, null answers, out-of-range
+    label values, out-of-bounds points, region queries answered
+    (``regions``), the answers and labeled pixels they gave
     (``region_answers``, ``region_pixels``), region queries whose mask could
     not be used (``bad_regions``), and the skipped images with reasons.
     """
     if regions not in REGION_MODES:
         raise BadInput(f"regions must be one of {', '.join(REGION_MODES)}, got {regions!r}")
+    FORMATS.get(fmt)  # an unknown format fails before any work
     qlist = load_query_list(queries_path)
     labels_dir = Path(labels_dir)
     if not labels_dir.is_dir():
@@ -156,14 +162,16 @@ def answer_queries(
         images_out.append({"image": rel, "width": w, "height": h, "answers": answers})
 
     doc = {"format": ANSWERS_FORMAT, "query_list_sha256": sha256_file(queries_path), "classes": classes, "images": images_out}
-    validate(doc, "answers", "the answers atool built")
-    atomic_write_text(out, dumps(doc))
+    files = write_answers(doc, qlist, out, fmt)  # validates the answers against the schema first
     if skipped:
         log.warning("oracle: skipped %d image(s): %s", len(skipped), "; ".join(f"{s['image']}: {s['reason']}" for s in skipped[:3]))
     for key, what in (("out_of_range", "label values outside the class list"), ("out_of_bounds", "points outside the label"), ("bad_regions", "region queries with an unusable mask (not answered)")):
         if counts[key]:
             log.warning("oracle: %d %s", counts[key], what)
-    summary = {"out": str(out), "images": len(images_out), "skipped_images": len(skipped), "skipped": skipped, **counts}
+    summary = {
+        "out": str(out), "format": fmt, "files": [str(p) for p in files], "images": len(images_out), "skipped_images": len(skipped),
+        "skipped": skipped, **counts,
+    }
     log.info(
         "oracle: answered %d points and %d regions (%d labeled pixels) on %d images (%d null), skipped %d images -> %s",
         counts["points"], counts["regions"], counts["region_pixels"], len(images_out), counts["null"], len(skipped), out,

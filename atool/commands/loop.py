@@ -5,6 +5,7 @@ from __future__ import annotations
 import click
 
 from atool.commands._oneline import OneLineCommand
+from atool.commands._options import STRATEGY
 
 
 @click.command("loop", cls=OneLineCommand)
@@ -14,31 +15,24 @@ from atool.commands._oneline import OneLineCommand
 @click.option("--init", required=True, type=click.Path(), help="The adapted model to start from (e.g. `atool train advent`).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder: stage_k/, labels/, loop.json.")
 @click.option("--val", type=click.Path(), help="Labeled dataset scored after every stage.")
-@click.option("--stages", type=int, help="Number of stages [default: 3].")
-@click.option("--strategy", help="Query strategy [default: inconsistency_ppl].")
-@click.option("--budget", type=int, help="Points per stage (per image with --per-image) [default: 10 per image].")
+@click.option("--stages", type=int, help="Number of stages  [default: 3]")
+@click.option("--strategy", type=STRATEGY, help="Query strategy  [default: inconsistency_ppl]")
+@click.option("--budget", type=int, help="Points per stage (per image with --per-image)  [default: 10 per image]")
 @click.option("--per-image/--total", default=None, help="Budget per image (default) or in total.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Strategy parameter (repeatable).")
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--config", "config_path", type=click.Path(), help="YAML: stages, query{strategy,budget,per_image,params}, selector{...}, retrain{...}, train{...}.")
+@click.option("--config", "config_path", type=click.Path(),
+              help="YAML of LoopConfig keys: stages, query{strategy,budget,per_image,params,...}, selector{...}, retrain{...}, train{...}, ingest{...}.")
 def command(source, target, oracle_labels, init, out, val, stages, strategy, budget, per_image, params, seed, config_path) -> None:
     """Run STAGES x (selector -> query -> oracle -> ingest -> retrain); labels accumulate without duplicates."""
     from atool.commands.query import parse_params
-    from atool.core.config import load_yaml
-    from atool.workflows.rounds import run_loop
+    from atool.core.config import build_config, load_yaml
+    from atool.workflows.rounds import LoopConfig, run_loop
 
-    config = load_yaml(config_path) if config_path else {}
-    query = dict(config.get("query") or {})
-    for key, value in (("strategy", strategy), ("budget", budget), ("per_image", per_image)):
-        if value is not None:
-            query[key] = value
-    if params:
-        query["params"] = {**query.get("params", {}), **parse_params(params)}
-    if query:
-        config["query"] = query
-    if stages is not None:
-        config["stages"] = stages
-    summary = run_loop(source=source, target=target, oracle_labels=oracle_labels, init=init, out=out, val=val, seed=seed, config=config)
+    preset = load_yaml(config_path) if config_path else {}
+    query = {"strategy": strategy, "budget": budget, "per_image": per_image, "params": parse_params(params) or None}
+    cfg = build_config(LoopConfig, preset, {"stages": stages, "query": query}, label="loop config")
+    summary = run_loop(source=source, target=target, oracle_labels=oracle_labels, init=init, out=out, val=val, seed=seed, config=cfg)
     click.echo(f"{'stage':<6} {'queries':>8} {'labeled px':>11} {'mIoU':>7}")
     start = summary["start"]
     click.echo(f"{0:<6} {0:>8} {0:>11} {start['miou'] if start['miou'] is not None else '-':>7}")

@@ -1,5 +1,9 @@
 """``atool query``: choose the points annotators should label.
 
+Every ``QueryConfig`` field is an option (``--param KEY=VALUE`` for its
+``params``), as are the keys of the list file below; all of them are keys of
+a ``--config`` YAML too, which the options given here override.
+
 Budget, K and n for ``entropy_patch`` (n = --points-per-patch):
   --budget B             B points in total, whole patches best first across
                          all images (B // n patches, then B % n points).
@@ -10,15 +14,17 @@ Budget, K and n for ``entropy_patch`` (n = --points-per-patch):
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from typing import Any
 
 import click
 
+from atool.active.query_config import QueryConfig
 from atool.commands._oneline import OneLineCommand
-from atool.commands._options import SIZE
-from atool.annotate.formats import FORMATS, default_out
-from atool.active.strategies import STRATEGIES
+from atool.commands._options import FORMAT, STRATEGY
+from atool.core.config import dataclass_options, setting
 from atool.core.errors import BadInput
 
 
@@ -39,6 +45,30 @@ def parse_params(items: tuple[str, ...]) -> dict[str, Any]:
     return params
 
 
+@dataclass
+class QueryCommandConfig(QueryConfig):
+    """QueryConfig plus the keys of the list file and the paper's entropy_patch wording."""
+
+    out: str | None = setting(None, "Output file  [default: queries.json, or queries.labelstudio.json]", metavar="PATH")
+    format: str = setting("json", "Query-list format.")
+    image_root_url: str | None = setting(None, "labelstudio: URL prefix of data.image  [default: /data/local-files/?d=]")
+    grid: tuple[int, int] | None = setting(None, "entropy_patch grid  [default: 16x8]", metavar="COLSxROWS")
+    points_per_patch: int | None = setting(None, "entropy_patch points drawn per patch, n  [default: 5]")
+    top_k: int | None = setting(None, "With --per-image: K patches per image, i.e. budget K x n.")
+
+    def validate(self) -> None:
+        self.params = _patch_params(self.strategy, self.params, self.grid, self.points_per_patch)
+        self.grid = self.points_per_patch = None  # folded into params
+        from atool.active.strategies import make_strategy
+
+        n = make_strategy(self.strategy, self.params).params.get("points_per_patch", 1)
+        self.budget = _resolve_budget(self.budget, self.per_image, self.top_k, self.strategy, n)
+        super().validate()
+
+    def query(self) -> QueryConfig:
+        return QueryConfig(**{f.name: getattr(self, f.name) for f in dataclasses.fields(QueryConfig)})
+
+
 def _patch_params(
     strategy: str, params: dict[str, Any], grid: tuple[int, int] | None, points_per_patch: int | None
 ) -> dict[str, Any]:
@@ -55,7 +85,7 @@ def _patch_params(
     return {**params, **explicit}
 
 
-def _resolve_budget(budget: int | None, per_image: bool, top_k: int | None, strategy: str, n: int) -> int:
+def _resolve_budget(budget: int | None, per_image: bool, top_k: int | None, strategy: str, n: int) -> int | None:
     if top_k is None:
         if budget is None:
             raise BadInput("give --budget N (points), or --per-image --top-k K for entropy_patch")
@@ -72,29 +102,10 @@ def _resolve_budget(budget: int | None, per_image: bool, top_k: int | None, stra
 @click.command("query", cls=OneLineCommand)
 @click.option("--model", "model", required=True, type=click.Path(dir_okay=False), help="Model file: checkpoint (.pt) or exported (.onnx, .engine).")
 @click.option("--images", required=True, type=click.Path(file_okay=False), help="Folder of target images (searched recursively).")
-@click.option("--budget", type=int, default=None, help="Point queries in total (or per image with --per-image).")
-@click.option("--per-image", is_flag=True, help="The budget is per image, as in the papers.")
-@click.option("--strategy", default="entropy_patch", show_default=True, type=click.Choice(STRATEGIES.names()), help="Selection strategy.")
-@click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Strategy parameter (repeatable), e.g. radius=8.")
-@click.option("--grid", type=SIZE, default=None, metavar="COLSxROWS", help="entropy_patch grid  [default: 16x8]")
-@click.option("--points-per-patch", type=int, default=None, help="entropy_patch points drawn per patch, n  [default: 5]")
-@click.option("--top-k", type=int, default=None, help="With --per-image: K patches per image, i.e. budget K x n.")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Output file  [default: queries.json, or queries.labelstudio.json]")
-@click.option("--format", "fmt", default="json", show_default=True, type=click.Choice(FORMATS.names()), help="Query-list format.")
-@click.option("--image-root-url", default=None, help="labelstudio: URL prefix of data.image  [default: /data/local-files/?d=]")
-@click.option("--pseudo-out", type=click.Path(file_okay=False), default=None, help="Write pseudo labels of unselected candidates here.")
-@click.option("--pseudo-min-confidence", type=float, default=0.0, show_default=True, help="Keep pseudo labels only at this confidence or above.")
-@click.option("--batch-size", type=int, default=4, show_default=True)
-@click.option("--workers", type=int, default=2, show_default=True, help="Decode threads (0 = decode on the main thread).")
-@click.option("--device", default=None, help="Backend device (cpu, cuda, cuda:1)  [default: the backend's own]")
-@click.option("--exclude", type=click.Path(file_okay=False), default=None, help="Label PNGs of earlier rounds: their labeled pixels are not queried again.")
-def command(
-    model: str, images: str, budget: int | None, per_image: bool, strategy: str, params: tuple[str, ...],
-    grid: tuple[int, int] | None, points_per_patch: int | None, top_k: int | None, seed: int, out: str | None,
-    fmt: str, image_root_url: str | None, pseudo_out: str | None, pseudo_min_confidence: float,
-    batch_size: int, workers: int, device: str | None, exclude: str | None,
-) -> None:
+@dataclass_options(QueryCommandConfig, exclude=("params",), types={"strategy": STRATEGY, "format": FORMAT})
+@click.option("--param", "param", multiple=True, metavar="KEY=VALUE", help="Strategy parameter (repeatable), e.g. radius=8.")
+@click.option("--config", "config_path", type=click.Path(), help="YAML of the keys above (params: {KEY: VALUE}); options given here override it.")
+def command(model: str, images: str, param: tuple[str, ...], config_path: str | None, **options: Any) -> None:
     """Score every image under --images and write the points to annotate.
 
     \b
@@ -104,20 +115,16 @@ def command(
       --per-image --budget B   B points per image: its top K = B // n patches (+ B % n points)
       --per-image --top-k K    the paper's K: B = K x n per image (K=10, n=5: 50 points)
     """
-    from atool.active.query import run_query
-    from atool.active.strategies import make_strategy
+    from atool.annotate.formats import default_out
+    from atool.core.config import build_config, load_yaml
+    from atool.workflows.query import query_to_file
 
-    strategy_params = _patch_params(strategy, parse_params(params), grid, points_per_patch)
-    n = make_strategy(strategy, strategy_params).params.get("points_per_patch", 1)
-    points = _resolve_budget(budget, per_image, top_k, strategy, n)
-    out_path = out if out is not None else str(default_out(fmt))
-    result = run_query(
-        model, images, points, per_image=per_image, strategy=strategy, strategy_params=strategy_params, seed=seed,
-        out=out_path, fmt=fmt, pseudo_out=pseudo_out, pseudo_min_confidence=pseudo_min_confidence,
-        batch_size=batch_size, workers=workers, progress=True,
-        format_options={"image_root_url": image_root_url} if image_root_url is not None else None, device=device,
-        exclude=exclude,
-    )
+    preset = load_yaml(config_path) if config_path else {}
+    options["params"] = parse_params(param) or None
+    cfg = build_config(QueryCommandConfig, preset, options, label="query config")
+    out_path = cfg.out if cfg.out is not None else str(default_out(cfg.format))
+    format_options = {"image_root_url": cfg.image_root_url} if cfg.image_root_url is not None else None
+    result = query_to_file(model, images, cfg.query(), out_path, cfg.format, format_options, progress=True)
     t = result["timings"]
     b = result["budget"]
     click.echo(

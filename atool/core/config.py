@@ -1,125 +1,66 @@
-"""Run configurations: dataclasses filled from a YAML preset, then CLI overrides.
+"""Run configurations: one mechanism, dataclass -> YAML -> CLI.
 
-Unknown keys are errors (a typo in a preset must not silently fall back to a
-default). Every run writes its resolved config next to its outputs.
+A run's settings are a dataclass whose fields carry their help text in
+``field(metadata={"help": ...})`` (``setting`` is a shorthand). The same class
+gives the keys of its YAML presets (``load_yaml`` + ``build_config``; unknown
+keys are errors, so a typo never silently falls back to a default) and its
+command-line options (``dataclass_options``: ``--field-name``, bools
+``--x/--no-x``, sizes ``WxH``; an option left unset is None, so it overrides
+the preset only when given).
+
+Fields whose type is another dataclass are sections (``LoopConfig.query``);
+``dict`` fields with ``metadata={"keys": SomeConfig}`` are partial sections of
+that class (the train-config keys of a loop's retraining). A preset lays each
+section over its default key by key. Every run writes its resolved config next
+to its outputs (``write_config``).
+
+Field metadata read here: ``help``; ``choices`` (allowed strings); ``cli``
+(extra click declarations: aliases such as ``--backbone-weights``, or
+``" /--total"`` as a second off-switch of a bool); ``metavar``; ``show_default``
+(False: the help leaves the default out); ``keys``.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import functools
+import numbers
 import os
-from dataclasses import dataclass, field
+import re
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
+import click
 import yaml
 
 from atool.core.errors import BadInput
 
 C = TypeVar("C")
+F = TypeVar("F", bound=Callable[..., Any])
+_MISSING = dataclasses.MISSING
 
 
-@dataclass
-class TrainConfig:
-    """Everything one ``atool train`` run needs. Paths are strings so the config serialises as YAML."""
+def setting(default: Any = dataclasses.MISSING, help: str = "", *, default_factory: Any = dataclasses.MISSING, **meta: Any) -> Any:
+    """``dataclasses.field`` with its help text (and the CLI hints above) in ``metadata``."""
+    return field(default=default, default_factory=default_factory, metadata={"help": help, **meta})
 
-    method: str = "source"
-    out: str = "model.pt"
-    source: str | None = None
-    source_labels: str | None = None  # default: SOURCE/labels
-    target: str | None = None
-    target_labels: str | None = None  # sparse labels (an `atool ingest` folder or a folder of label PNGs)
-    val: str | None = None  # labeled dataset evaluated at each checkpoint
-    init: str | None = None  # start from this checkpoint's weights (fresh optimiser, step 0)
-    resume: bool = False  # continue OUT if it exists: weights, optimisers and step
-    model: str = "lraspp_mobilenet_v3_small"
-    weights: str | None = None  # torchvision-format backbone state dict (ImageNet)
-    iters: int = 2000
-    batch_size: int = 8
-    crop: tuple[int, int] = (256, 128)  # width, height of random crops
-    flip: bool = True
-    optimizer: str = "sgd"  # sgd | adamw
-    lr: float = 2.5e-4
-    head_lr_mult: float = 1.0  # LR multiplier of everything outside the model's `backbone` (ADVENT/DeepLab-v2: 10 for the ASPP classifiers)
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    poly_power: float = 0.9
-    warmup_iters: int = 0
-    # ADVENT (DESIGN.md §4)
-    lambda_adv: float = 1e-3
-    lr_d: float = 1e-4
-    disc_channels: int = 64
-    # adapt (active-points G2): weights of the target sparse labels
-    oracle_weight: float = 1.0
-    pseudo_weight: float = 1.0
-    seed: int = 0
-    workers: int = 0  # data-loader processes; 0 decodes in the training process
-    cache: bool = True  # keep decoded images in memory (small datasets)
-    log_every: int = 50
-    checkpoint_every: int = 0  # 0: only at the end
-    eval_every: int = 0  # 0: only at the end, when `val` is set
-    progress: bool | None = None  # None: a bar only when stderr is a terminal
-    # Training engine (issue 3 item 7)
-    poly_iters: int = 0  # horizon of the poly schedule; 0: iters (ADVENT: 250k horizon, stopped early at 120k)
-    stop_after: int = 0  # run at most this many steps in this invocation, checkpoint, exit (resume later); 0: no limit
-    amp: bool = False  # mixed precision on CUDA (ignored with a log line on CPU)
-    amp_dtype: str = "bf16"  # bf16 | fp16 (fp16 uses a GradScaler)
-    freeze_bn: bool = False  # BatchNorm uses running statistics and does not learn (atool.models.batchnorm)
-    source_size: tuple[int, int] | None = None  # resize source images to WxH before cropping (ADVENT: 1280x720)
-    target_size: tuple[int, int] | None = None  # resize target images to WxH before cropping (ADVENT: 1024x512)
-    target_crop: tuple[int, int] | None = None  # target random crop WxH; None: `crop`
-    # Multi-level outputs (AdaptSegNet/ADVENT): weights of the auxiliary level
-    lambda_adv_aux: float = 2e-4
-    lambda_seg_aux: float = 0.1
-    # MinEnt (ADVENT §3.1): weights of the target entropy, main and auxiliary level
-    lambda_ent: float = 1e-3
-    lambda_ent_aux: float = 2e-4
-    # self_training: on-the-fly pseudo labels (loss weight: pseudo_weight)
-    pseudo_threshold: float = 0.9  # keep pseudo labels with softmax confidence >= this
-    class_balanced: bool = False  # CBST-style per-class thresholds, capped at pseudo_threshold
-    class_balanced_portion: float = 0.5  # per class, the most confident portion of its predicted pixels kept
-    teacher: str = "model"  # model: the model being trained, in eval mode; init: a frozen copy of --init
-    # intrada: entropy ranking of the target set into easy (pseudo-labelled) and hard parts
-    easy_ratio: float = 0.67  # IntraDA's lambda
-    intrada_split: str | None = None  # split folder; default OUT without suffix + ".intrada"
-    # selector (LabOR, atool/train/methods/selector.py)
-    shared_backbone: bool = False  # heads on the frozen adapted backbone: one backbone pass at query time
-    discrepancy_weight: float | None = None  # weight w of the head discrepancy; None: 1.0 (separate backbone), 0.1 (shared: no backbone step counters the heads)
-    selector_warmup: int = 100  # steps of L_self only before the discrepancy steps start
-    head_noise: float = 0.1  # head 2's logit convs get noise of this times their weight std (breaks the symmetry)
 
-    def validate(self) -> None:
-        if self.iters < 0:
-            raise BadInput(f"iters must be >= 0, got {self.iters}")
-        if self.batch_size < 1:
-            raise BadInput(f"batch size must be >= 1, got {self.batch_size}")
-        if self.lr <= 0:
-            raise BadInput(f"lr must be > 0, got {self.lr}")
-        if self.head_lr_mult <= 0:
-            raise BadInput(f"head_lr_mult must be > 0, got {self.head_lr_mult}")
-        if self.optimizer not in ("sgd", "adamw"):
-            raise BadInput(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
-        w, h = self.crop
-        if w < 16 or h < 16:
-            raise BadInput(f"crop must be at least 16x16, got {w}x{h}")
-        for key in ("source_size", "target_size", "target_crop"):
-            value = getattr(self, key)
-            if value is not None:
-                w, h = _parse_size(value, key)
-                if w < 16 or h < 16:
-                    raise BadInput(f"{key} must be at least 16x16, got {w}x{h}")
-                setattr(self, key, (w, h))
-        if self.amp_dtype not in ("bf16", "fp16"):
-            raise BadInput(f"amp_dtype must be bf16 or fp16, got {self.amp_dtype!r}")
-        if self.teacher not in ("model", "init"):
-            raise BadInput(f"teacher must be model or init, got {self.teacher!r}")
-        for key in ("pseudo_threshold", "class_balanced_portion"):
-            if not 0 < getattr(self, key) <= 1:
-                raise BadInput(f"{key} must be in (0, 1], got {getattr(self, key)}")
-        if not 0 < self.easy_ratio < 1:
-            raise BadInput(f"easy_ratio must be in (0, 1), got {self.easy_ratio}")
-        if self.poly_iters < 0 or self.stop_after < 0:
-            raise BadInput(f"poly_iters and stop_after must be >= 0, got {self.poly_iters} and {self.stop_after}")
+def __getattr__(name: str) -> Any:
+    # TrainConfig lives in its own module (it imports ``setting`` from here); it is re-exported
+    # lazily so that ``from atool.core.config import TrainConfig`` keeps working without a cycle.
+    if name == "TrainConfig":
+        from atool.core.train_config import TrainConfig
+
+        return TrainConfig
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ------------------------------------------------------------------ YAML
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
@@ -139,59 +80,191 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
-def build_config(cls: type[C], preset: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None) -> C:
-    """Preset values, then overrides (None means 'not given'). Unknown keys are BadInput."""
-    names = {f.name: f for f in dataclasses.fields(cls)}
+def build_config(
+    cls: type[C], preset: Mapping[str, Any] | None = None, overrides: Mapping[str, Any] | None = None, *,
+    base: C | None = None, label: str = "config",
+) -> C:
+    """Defaults (of ``cls``, or the instance ``base``), then ``preset``, then ``overrides``.
+
+    In ``overrides`` None means 'not given' (an unset CLI option). Sections
+    (dataclass and ``dict`` fields) are laid over key by key. Unknown keys,
+    values of the wrong type and failed ``validate()`` checks are BadInput;
+    ``label`` names the config in messages ("unknown {label} key(s) ...").
+    """
+    values = _start(cls, base)
+    _lay(cls, values, preset if preset is not None else {}, label, "", skip_none=False)
+    _lay(cls, values, overrides if overrides is not None else {}, "option", "", skip_none=True)
+    return _finish(cls, values, label, "")
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _section_class(hint: Any) -> type | None:
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+
+
+def _is_dict(hint: Any) -> bool:
+    return hint is dict or typing.get_origin(hint) is dict
+
+
+def _start(cls: type, base: Any) -> dict[str, Any]:
+    """Field name -> starting value (``_MISSING`` for a required field); sections become dicts."""
+    hints = _hints(cls)
     values: dict[str, Any] = {}
-    for source, what in ((preset or {}, "config"), ({k: v for k, v in (overrides or {}).items() if v is not None}, "option")):
-        unknown = sorted(set(source) - set(names))
-        if unknown:
-            raise BadInput(f"unknown {what} key(s) {', '.join(unknown)}; valid: {', '.join(sorted(names))}")
-        values.update(source)
-    if "crop" in values and isinstance(values["crop"], (list, str)):
-        values["crop"] = _parse_size(values["crop"])
-    cfg = cls(**values)
-    _check_types(cfg)
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        if base is not None:
+            value = copy.deepcopy(getattr(base, f.name))
+        elif f.default is not _MISSING:
+            value = copy.deepcopy(f.default)
+        elif f.default_factory is not _MISSING:
+            value = f.default_factory()
+        else:
+            value = _MISSING
+        sub = _section_class(hints[f.name])
+        if sub is not None:
+            value = _start(sub, value if isinstance(value, sub) else None)
+        values[f.name] = value
+    return values
+
+
+def _lay(cls: type, values: dict[str, Any], data: Any, what: str, prefix: str, *, skip_none: bool) -> None:
+    """Lay the mapping ``data`` over ``values`` (from ``_start``) in place."""
+    where = f" in {prefix[:-1]}" if prefix else ""
+    if not isinstance(data, Mapping):
+        raise BadInput(f"{what}{where}: expected a mapping of keys to values, got {type(data).__name__}")
+    fields_ = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(str(k) for k in data if k not in fields_)
+    if unknown:
+        raise BadInput(f"unknown {what} key(s) {_unknown(unknown, fields_, prefix)}; valid{where}: {', '.join(fields_)}")
+    hints = _hints(cls)
+    for key, value in data.items():
+        if value is None and skip_none:
+            continue
+        hint = hints[key]
+        sub = _section_class(hint)
+        if sub is not None:
+            if isinstance(value, sub):
+                values[key] = _start(sub, value)
+            else:
+                _lay(sub, values[key], value if value is not None else {}, what, f"{prefix}{key}.", skip_none=skip_none)
+        elif _is_dict(hint):
+            value = {} if value is None else value
+            if not isinstance(value, Mapping):
+                raise BadInput(f"config key {prefix}{key} must be a mapping, got {value!r}")
+            keys_of = fields_[key].metadata.get("keys")
+            if keys_of is not None:
+                valid = [f.name for f in dataclasses.fields(keys_of)]
+                bad = sorted(str(k) for k in value if k not in valid)
+                if bad:
+                    raise BadInput(f"unknown {what} key(s) {_unknown(bad, valid, f'{prefix}{key}.')}; "
+                                   f"valid in {prefix}{key}: {keys_of.__name__} keys (the `atool train` options, with _ for -)")
+            current = values[key] if isinstance(values[key], dict) else {}
+            values[key] = {**current, **value}
+        else:
+            values[key] = value
+
+
+def _unknown(keys: list[str], valid: Any, prefix: str) -> str:
+    """'a.lr_rate (did you mean lr?), a.x': unknown keys with their closest valid ones."""
+    import difflib
+
+    parts = []
+    for key in keys:
+        close = difflib.get_close_matches(key, list(valid), n=1)
+        parts.append(prefix + key + (f" (did you mean {close[0]}?)" if close else ""))
+    return ", ".join(parts)
+
+
+def _finish(cls: type[C], values: dict[str, Any], label: str, prefix: str) -> C:
+    hints = _hints(cls)
+    missing = [prefix + k for k, v in values.items() if v is _MISSING]
+    if missing:
+        raise BadInput(f"missing {label} key(s) {', '.join(missing)}")
+    kwargs = {}
+    for key, value in values.items():
+        sub = _section_class(hints[key])
+        kwargs[key] = _finish(sub, value, label, f"{prefix}{key}.") if sub is not None else _coerce(value, hints[key], prefix + key)
+    cfg = cls(**kwargs)
     if hasattr(cfg, "validate"):
         cfg.validate()
     return cfg
 
 
-def _parse_size(value: Any, key: str = "crop") -> tuple[int, int]:
-    if isinstance(value, tuple) and len(value) == 2 and all(isinstance(v, int) for v in value):
+def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in typing.get_args(hint))
+    if hint is type(None):
+        return "null"
+    if typing.get_origin(hint) is tuple:
+        return "WxH"
+    return getattr(hint, "__name__", str(hint))
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """``value`` as type ``hint`` (floats from ints, sizes from 'WxH' or [W, H], paths as text); else BadInput."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
         return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except BadInput:
+                pass
+    elif origin is tuple:
+        if value is not None:
+            return _parse_size(value, key)
+    elif hint is bool:
+        if isinstance(value, bool):
+            return value
+    elif hint is int:
+        if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+            return int(value)
+    elif hint is float:
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            return float(value)
+    elif hint is str:
+        if isinstance(value, (str, os.PathLike)):
+            return os.fspath(value)
+    elif _is_dict(hint):
+        if isinstance(value, Mapping):
+            return dict(value)
+    elif hint is list or origin is list:
+        if isinstance(value, (list, tuple)):
+            return list(value)
+    else:
+        return value
+    raise BadInput(f"config key {key} must be {_type_name(hint)}, got {value!r}")
+
+
+def _parse_size(value: Any, key: str = "crop") -> tuple[int, int]:
+    if isinstance(value, (tuple, list)) and len(value) == 2 and all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+        return int(value[0]), int(value[1])
     if isinstance(value, str):
         parts = value.lower().split("x")
         if len(parts) == 2 and all(p.strip().isdigit() for p in parts):
             return int(parts[0]), int(parts[1])
-    if isinstance(value, list) and len(value) == 2 and all(isinstance(v, int) for v in value):
-        return value[0], value[1]
-    raise BadInput(f"{key} must be WxH or [W, H], got {value!r}")
-
-
-def _check_types(cfg: Any) -> None:
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        default = f.default if f.default is not dataclasses.MISSING else None
-        if value is None or default is None:
-            continue
-        if isinstance(default, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(default, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        elif isinstance(default, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        else:
-            ok = isinstance(value, type(default))
-        if not ok:
-            raise BadInput(f"config key {f.name} must be {type(default).__name__}, got {value!r}")
-        if isinstance(default, float):
-            setattr(cfg, f.name, float(value))
+    raise BadInput(f"{key} must be WxH or [width, height], got {value!r}")
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:
-    data = dataclasses.asdict(cfg)
-    return {k: list(v) if isinstance(v, tuple) else v for k, v in data.items()}
+    """The config as plain YAML/JSON data (sections as mappings, sizes as [W, H])."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(cfg))
 
 
 def write_config(cfg: Any, path: str | os.PathLike) -> Path:
@@ -200,4 +273,130 @@ def write_config(cfg: Any, path: str | os.PathLike) -> Path:
     return atomic_write_text(path, yaml.safe_dump(config_dict(cfg), sort_keys=False))
 
 
-__all__ = ["TrainConfig", "build_config", "load_yaml", "config_dict", "write_config", "field"]
+# ------------------------------------------------------------------ CLI
+
+
+class SizeType(click.ParamType):
+    """``WxH`` -> (width, height)."""
+
+    name = "WxH"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "WxH"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(value))
+        if not m or int(m.group(1)) < 1 or int(m.group(2)) < 1:
+            self.fail(f"{value!r} is not a size like 256x128 (width x height, positive integers)", param, ctx)
+        return int(m.group(1)), int(m.group(2))
+
+
+SIZE = SizeType()
+
+
+def _plain_hint(hint: Any) -> Any:
+    """``X | None`` -> X."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint
+
+
+def _option_name(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _default_text(f: dataclasses.Field) -> str | None:
+    if f.default is not _MISSING:
+        value = f.default
+    elif f.default_factory is not _MISSING:
+        value = f.default_factory()
+    else:
+        return None
+    if value is None or value == {} or value == []:
+        return None
+    if isinstance(value, bool):
+        return _option_name(f.name) if value else "--no-" + f.name.replace("_", "-")
+    if isinstance(value, tuple) and len(value) == 2:
+        return f"{value[0]}x{value[1]}"
+    return str(value)
+
+
+def dataclass_options(
+    cls: type, *, exclude: tuple[str, ...] | list[str] = (), types: Mapping[str, click.ParamType] | None = None,
+) -> Callable[[F], F]:
+    """A decorator adding one click option per field of ``cls`` (in field order), each defaulting to None.
+
+    ``--field-name TYPE``; bools ``--x/--no-x``; ``tuple[int, int]`` as WxH;
+    ``X | None`` as X; string fields with ``choices`` as a click Choice. Help
+    comes from ``metadata["help"]`` plus the field's default. ``types`` gives
+    a field a click type of the caller's (e.g. a registry's names). A field
+    that has no command-line form (a section, a dict) must be in ``exclude``.
+    """
+    hints = _hints(cls)
+    options = []
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or not f.init:
+            continue
+        hint = _plain_hint(hints[f.name])
+        meta = f.metadata
+        kwargs: dict[str, Any] = {"default": None}
+        if hint is bool:
+            decls = [f"{_option_name(f.name)}/--no-{f.name.replace('_', '-')}"]
+        else:
+            decls = [_option_name(f.name)]
+            if types and f.name in types:
+                kwargs["type"] = types[f.name]
+            elif hint is int or hint is float:
+                kwargs["type"] = hint
+            elif hint is str:
+                kwargs["type"] = click.Choice(list(meta["choices"])) if "choices" in meta else str
+            elif typing.get_origin(hint) is tuple:
+                kwargs["type"] = SIZE
+            else:
+                raise TypeError(f"{cls.__name__}.{f.name} ({hint}) has no command-line form; list it in exclude")
+        decls += [*meta.get("cli", ()), f.name]
+        if "metavar" in meta:
+            kwargs["metavar"] = meta["metavar"]
+        default = _default_text(f) if meta.get("show_default", True) else None
+        kwargs["help"] = meta.get("help", "") + (f"  [default: {default}]" if default is not None else "")
+        options.append(click.option(*decls, **kwargs))
+
+    def decorate(fn: F) -> F:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return decorate
+
+
+def option_args(cls: type, values: Mapping[str, Any]) -> list[str]:
+    """The command-line words that set ``values`` (field -> value) as ``dataclass_options(cls)`` reads them.
+
+    Values equal to the field's default are left out; so are None values.
+    """
+    defaults = _start(cls, None)
+    words: list[str] = []
+    for key, value in values.items():
+        if value is None or key not in defaults:
+            continue
+        if isinstance(value, list) and len(value) == 2:
+            value = tuple(value)
+        if value == defaults[key]:
+            continue
+        if isinstance(value, bool):
+            words.append(_option_name(key) if value else "--no-" + key.replace("_", "-"))
+        elif isinstance(value, tuple) and len(value) == 2:
+            words += [_option_name(key), f"{value[0]}x{value[1]}"]
+        else:
+            words += [_option_name(key), os.fspath(value) if isinstance(value, os.PathLike) else str(value)]
+    return words
+
+
+__all__ = [
+    "TrainConfig", "build_config", "load_yaml", "config_dict", "write_config", "field", "setting",
+    "dataclass_options", "option_args", "SIZE", "SizeType",
+]

@@ -16,6 +16,10 @@ Keys written into ONNX ``metadata_props`` (all values are strings):
   atool.source_sha256  sha256 of the checkpoint file that was exported
   atool.model          JSON {"name", "args"} of the source model (informative)
   atool.step           training step of the checkpoint (informative)
+  atool.prototypes     "true" / "false": the ``gap`` output (domain gap to source
+                       prototypes) is present; absent in older files = "false"
+  atool.prototype_source  JSON {"dataset", "images", "dim", "absent"} of the source
+                       the prototypes came from (only with prototypes)
 """
 
 from __future__ import annotations
@@ -52,8 +56,12 @@ def build_metadata(
     source_sha256: str,
     model: dict[str, Any] | None = None,
     step: int | None = None,
+    prototypes: dict[str, Any] | None = None,
 ) -> dict[str, str]:
-    """The string -> string map to store as ONNX ``metadata_props``."""
+    """The string -> string map to store as ONNX ``metadata_props``.
+
+    ``prototypes``: the source-prototype description when the graph has a ``gap`` output.
+    """
 
     def dump(obj: Any) -> str:
         # Compact and key-sorted so the same checkpoint gives byte-identical metadata.
@@ -73,6 +81,9 @@ def build_metadata(
         props["atool.model"] = dump(model)
     if step is not None:
         props["atool.step"] = str(int(step))
+    props["atool.prototypes"] = "true" if prototypes is not None else "false"
+    if prototypes is not None:
+        props["atool.prototype_source"] = dump(prototypes)
     return props
 
 
@@ -80,7 +91,8 @@ def parse_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
     """Validate and decode atool metadata read from a model file.
 
     Returns ``{"version", "classes", "mean", "std", "input", "outputs", "heads",
-    "source_sha256", "model" (or None), "step" (or None)}``. Anything missing or
+    "source_sha256", "model" (or None), "step" (or None), "prototypes" (bool),
+    "prototype_source" (dict or None)}``. Anything missing or
     malformed is a BadInput naming ``source`` and telling how to make a valid file.
     """
     hint = "re-export it with `atool export --checkpoint CKPT --out MODEL.onnx`"
@@ -128,6 +140,14 @@ def parse_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
     heads = props["atool.heads"] == "true"
     if heads != ({"head1", "head2"} <= set(outputs)):
         raise BadInput(f"{source}: metadata atool.heads={props['atool.heads']} disagrees with atool.outputs {outputs}; {hint}")
+    protos = props.get("atool.prototypes", "false")
+    if protos not in ("true", "false"):
+        raise bad("atool.prototypes", '"true" or "false"')
+    if (protos == "true") != ("gap" in outputs):
+        raise BadInput(f"{source}: metadata atool.prototypes={protos} disagrees with atool.outputs {outputs}; {hint}")
+    proto_source = load("atool.prototype_source") if "atool.prototype_source" in props else None
+    if proto_source is not None and not isinstance(proto_source, dict):
+        raise bad("atool.prototype_source", "a JSON object")
     model = load("atool.model") if "atool.model" in props else None
     step: int | None = None
     if "atool.step" in props:
@@ -146,4 +166,6 @@ def parse_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
         "source_sha256": props["atool.source_sha256"],
         "model": model,
         "step": step,
+        "prototypes": protos == "true",
+        "prototype_source": proto_source,
     }

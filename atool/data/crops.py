@@ -26,8 +26,8 @@ import cv2
 from atool.data.adapters.folder import IGNORE, FolderDataset
 from atool.data.images import read_label
 from atool.core.errors import BadInput
+from atool.core.labels import ORIGIN_EXPANDED, ORIGIN_ORACLE, ORIGIN_PSEUDO
 
-ORIGIN_NONE, ORIGIN_ORACLE, ORIGIN_PSEUDO = 0, 1, 2
 
 
 def resolve_sparse_labels(path: str | Path) -> tuple[Path, Path | None]:
@@ -102,6 +102,8 @@ class CropDataset(Dataset):
                 raise BadInput(f"{path}: origin map size differs from its label")
             weight[origin == ORIGIN_ORACLE] = self.oracle_weight
             weight[origin == ORIGIN_PSEUDO] = self.pseudo_weight
+            # A click grown to its superpixel is the annotator's answer (purity-checked at ingest).
+            weight[origin == ORIGIN_EXPANDED] = self.oracle_weight
         else:
             weight[label != IGNORE] = self.oracle_weight
         return weight

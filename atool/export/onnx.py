@@ -35,6 +35,7 @@ from atool.core.metadata import build_metadata
 from atool.core.io import atomic_write, sha256_file
 from atool.models.inference_graph import INPUT_NAME, DeployModel
 from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
+from atool.models.prototypes import prototypes_of
 
 log = logging.getLogger(__name__)
 
@@ -179,7 +180,8 @@ def export_onnx(
     """Export ``checkpoint`` to ``out`` (.onnx) with atool metadata; optionally verify parity.
 
     The graph maps uint8 N x H x W x 3 RGB ("image") to float32 ``prob``
-    N x C x H x W and ``entropy`` N x H x W (plus ``head1``/``head2``), with
+    N x C x H x W and ``entropy`` N x H x W (plus ``head1``/``head2``, and
+    ``gap`` N x H x W when the checkpoint has source prototypes), with
     N, H, W dynamic. ``sample_size`` is (width, height) for tracing and for the
     verification images. ``verify(checkpoint, written_onnx)`` (e.g. the runtime's
     parity check, ``atool.workflows.export.export_checked``) runs on the file
@@ -201,7 +203,10 @@ def export_onnx(
     model = model_from_checkpoint(ckpt)
     heads = bool(getattr(model, "has_heads", False))
     classes = list(ckpt["classes"])
-    net = DeployModel(model, ckpt["mean"], ckpt["std"], len(classes), heads=heads).eval()
+    protos = prototypes_of(ckpt, f"checkpoint {checkpoint}")
+    net = DeployModel(
+        model, ckpt["mean"], ckpt["std"], len(classes), heads=heads, prototypes=protos.vectors if protos else None
+    ).eval()
 
     with _quiet_exporter():
         proto = _to_onnx(net, sample_size, opset)
@@ -224,6 +229,7 @@ def export_onnx(
         source_sha256=sha256_file(checkpoint),
         model=model_info,
         step=ckpt.get("step"),
+        prototypes=protos.describe() if protos else None,
     )
     del proto.metadata_props[:]
     for key, value in metadata.items():

@@ -9,43 +9,59 @@ Outputs (float32):
   ``prob``     N x C x H x W softmax at input resolution
   ``entropy``  N x H x W pixel entropy divided by log(C), in [0, 1]
   ``head1``/``head2`` N x C x H x W selector-head softmaxes, when the model has heads
+  ``gap``      N x H x W domain gap, 1 - cosine(feature, source prototype of the
+               predicted class), in [0, 2], when source prototypes are given
+               (``atool.models.features.gap_map``; features come from a hook on
+               the classifier during the one forward pass)
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from atool.models.features import capture_features, gap_map
+from atool.ops.normalize import normalization, normalize
+from atool.ops.uncertainty_torch import inv_log_classes, prob_and_entropy
+
 INPUT_NAME = "image"
 
 
 class DeployModel(nn.Module):
-    def __init__(self, model: nn.Module, mean: list[float], std: list[float], num_classes: int, heads: bool = False):
+    def __init__(
+        self, model: nn.Module, mean: list[float], std: list[float], num_classes: int, heads: bool = False,
+        prototypes: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.model = model
         self.heads = heads
-        # Mean/std are given on the 0..1 scale; fold the /255 into them.
-        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("inv_std", 1.0 / (torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0))
-        self.inv_log_c = 1.0 / math.log(num_classes) if num_classes > 1 else 1.0
+        # Source prototypes (float32 C x D, unit rows) add the ``gap`` output.
+        self.with_gap = prototypes is not None
+        if prototypes is not None:
+            self.register_buffer("prototypes", prototypes.detach().to(torch.float32).clone())
+        # Mean/std are given on the 0..1 scale; the training loop's constants (/255 folded in).
+        shift, inv_scale = normalization(mean, std)
+        self.register_buffer("mean", shift)
+        self.register_buffer("inv_std", inv_scale)
+        self.inv_log_c = inv_log_classes(num_classes)
 
     def output_names(self) -> list[str]:
-        return ["prob", "entropy"] + (["head1", "head2"] if self.heads else [])
+        return ["prob", "entropy"] + (["head1", "head2"] if self.heads else []) + (["gap"] if self.with_gap else [])
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = image.permute(0, 3, 1, 2).float()
-        x = (x - self.mean) * self.inv_std
+        x = normalize(image.permute(0, 3, 1, 2), self.mean, self.inv_std)
         size = x.shape[-2:]
-        out = self.model(x)
+        with capture_features(self.model) if self.with_gap else contextlib.nullcontext([]) as feats:
+            out = self.model(x)
         logits = F.interpolate(out["out"], size=size, mode="bilinear", align_corners=False)
-        logp = F.log_softmax(logits, dim=1)
-        prob = logp.exp()
-        entropy = -(prob * logp).sum(dim=1) * self.inv_log_c
+        prob, entropy = prob_and_entropy(logits, self.inv_log_c)
         results = [prob, entropy]
         if self.heads:
             for head in out["heads"]:
                 results.append(F.softmax(F.interpolate(head, size=size, mode="bilinear", align_corners=False), dim=1))
+        if self.with_gap:
+            results.append(gap_map(feats[0], prob, self.prototypes))
         return tuple(results)

@@ -52,9 +52,12 @@ def compare_backends(reference: Backend, candidate: Backend, batches: Sequence[n
 
     Returns ``{"reference", "candidate" (backend names), "batches" ([N, H, W] each),
     "pixels", "max_abs_prob_diff", "max_abs_entropy_diff", "max_abs_head_diff"
-    (None without heads), "argmax_agreement" (fraction of pixels whose argmax
-    class agrees), "argmax_disagreements"}``. Outputs that cannot be compared at
-    all (different classes, output names or shapes) raise Failure.
+    (None without heads), "max_abs_gap_diff" (None without a ``gap`` output;
+    over the pixels whose argmax class agrees, since the gap is read at the
+    predicted class and a near-tie flipped by rounding picks another prototype),
+    "argmax_agreement" (fraction of pixels whose argmax class agrees),
+    "argmax_disagreements"}``. Outputs that cannot be compared at all
+    (different classes, output names or shapes) raise Failure.
     """
     if list(reference.classes) != list(candidate.classes):
         raise Failure(
@@ -62,6 +65,7 @@ def compare_backends(reference: Backend, candidate: Backend, batches: Sequence[n
         )
     prob_diff = entropy_diff = 0.0
     head_diff: float | None = None
+    gap_diff: float | None = None
     pixels = agree = 0
     shapes = []
     for batch in batches:
@@ -81,6 +85,8 @@ def compare_backends(reference: Backend, candidate: Backend, batches: Sequence[n
             if name in ref:
                 head_diff = max(head_diff or 0.0, _max_abs_diff(ref[name], cand[name]))
         same = ref["prob"].argmax(axis=1) == cand["prob"].argmax(axis=1)
+        if "gap" in ref:
+            gap_diff = max(gap_diff or 0.0, _max_abs_diff(ref["gap"][same], cand["gap"][same]))
         agree += int(same.sum())
         pixels += int(same.size)
         shapes.append([int(s) for s in batch.shape[:3]])
@@ -92,6 +98,7 @@ def compare_backends(reference: Backend, candidate: Backend, batches: Sequence[n
         "max_abs_prob_diff": prob_diff,
         "max_abs_entropy_diff": entropy_diff,
         "max_abs_head_diff": head_diff,
+        "max_abs_gap_diff": gap_diff,
         "argmax_agreement": agree / pixels if pixels else 1.0,
         "argmax_disagreements": pixels - agree,
     }
@@ -100,7 +107,8 @@ def compare_backends(reference: Backend, candidate: Backend, batches: Sequence[n
 def check_parity(report: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE, min_agreement: float = MIN_AGREEMENT) -> None:
     """Raise Failure (exit 1) when a ``compare_backends`` report is outside the limits.
 
-    Probabilities (and head softmaxes) must agree within ``tolerance`` and the
+    Probabilities (head softmaxes, and the domain gap where the argmax agrees)
+    must agree within ``tolerance`` and the
     argmax class on at least ``min_agreement`` of the pixels. Entropy is
     reported but not gated: it is a smooth function of the probabilities.
     """
@@ -110,6 +118,9 @@ def check_parity(report: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE, m
     head = report.get("max_abs_head_diff")
     if head is not None and not head <= tolerance:
         problems.append(f"max |dhead| = {head:.3g} > tolerance {tolerance:g}")
+    gap = report.get("max_abs_gap_diff")
+    if gap is not None and not gap <= tolerance:
+        problems.append(f"max |dgap| = {gap:.3g} > tolerance {tolerance:g}")
     if report["argmax_agreement"] < min_agreement:
         problems.append(f"argmax agreement {100 * report['argmax_agreement']:.3f}% < {100 * min_agreement:.1f}%")
     if problems:
@@ -129,6 +140,8 @@ def format_report(report: dict[str, Any]) -> str:
     )
     if report.get("max_abs_head_diff") is not None:
         line += f"max |dhead| = {report['max_abs_head_diff']:.2g}, "
+    if report.get("max_abs_gap_diff") is not None:
+        line += f"max |dgap| = {report['max_abs_gap_diff']:.2g}, "
     return line + f"argmax agreement = {pct:.3f}% over {report['pixels']} pixels"
 
 

@@ -22,7 +22,9 @@ threshold is class-balanced over the whole easy split: per class, the median
 confidence of the pixels predicted as that class, capped at 0.9 (the rule of
 the BDL/IntraDA released code; ``class_balanced=False`` gives one global
 threshold). Per-class quantiles come from 256-bin confidence histograms, so
-memory does not grow with the number of pixels.
+memory does not grow with the number of pixels (``atool.ops.thresholds``).
+The images go through the same normalisation and entropy as in training and
+in the exported graph (``atool.ops``).
 
 Use: ``atool train intrada --init ADVENT.pt --target CITYSCAPES --out intra.pt``
 ranks into ``intra.intrada/`` (or ``--intrada-split DIR``) and trains; or call
@@ -49,10 +51,12 @@ from atool.data.images import BadImage, read_image, write_label
 from atool.core.errors import BadInput
 from atool.core.io import atomic_write_json, atomic_write_text, sha256_file
 from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
+from atool.ops.normalize import normalization, normalize
+from atool.ops.thresholds import apply_thresholds, class_thresholds_from_histogram, confidence_histogram
+from atool.ops.uncertainty_torch import inv_log_classes, prob_and_entropy
 
 log = logging.getLogger("atool.train")
 
-BINS = 256
 RANKING = "ranking.json"
 
 
@@ -67,40 +71,25 @@ def _link(src: Path, dst: Path) -> None:
 
 
 class _Scorer:
-    """Softmax at image resolution for uint8 HxWx3 RGB images, one at a time."""
+    """Softmax and entropy at image resolution for uint8 HxWx3 RGB images, one at a time."""
 
     def __init__(self, ckpt: dict[str, Any], device: torch.device, size: tuple[int, int] | None) -> None:
         self.model = model_from_checkpoint(ckpt).to(device).eval()
-        self.mean = torch.tensor(ckpt["mean"], device=device).view(1, 3, 1, 1) * 255
-        self.std = torch.tensor(ckpt["std"], device=device).view(1, 3, 1, 1) * 255
+        self.shift, self.inv_scale = normalization(ckpt["mean"], ckpt["std"], device=device)
+        self.inv_log_c = inv_log_classes(len(ckpt["classes"]))
         self.device, self.size = device, size
 
     @torch.inference_mode()
-    def __call__(self, image: np.ndarray) -> torch.Tensor:
-        """float32 C x H x W probabilities."""
+    def __call__(self, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(float32 C x H x W probabilities, float32 H x W entropy / log C)."""
         h, w = image.shape[:2]
         if self.size and (w, h) != tuple(self.size):
             image = cv2.resize(image, tuple(self.size), interpolation=cv2.INTER_LINEAR)
-        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None].float()
-        logits = self.model((x - self.mean) / self.std)["out"].float()
+        x = torch.from_numpy(np.ascontiguousarray(image)).to(self.device).permute(2, 0, 1)[None]
+        logits = self.model(normalize(x, self.shift, self.inv_scale))["out"].float()
         logits = F.interpolate(logits, size=(h, w), mode="bilinear", align_corners=False)
-        return F.softmax(logits, dim=1)[0]
-
-
-def _thresholds(hist: np.ndarray, threshold: float, class_balanced: bool, portion: float) -> np.ndarray:
-    """Per-class thresholds from C x BINS confidence histograms (see module doc)."""
-    c = hist.shape[0]
-    thr = np.full(c, threshold, np.float64)
-    if not class_balanced:
-        return thr
-    for k in range(c):
-        total = hist[k].sum()
-        if total == 0:
-            continue
-        from_top = np.cumsum(hist[k][::-1])[::-1]  # pixels with confidence in bin >= b
-        b = int(np.nonzero(from_top >= portion * total)[0].max())
-        thr[k] = min(b / BINS, threshold)
-    return thr
+        prob, ent = prob_and_entropy(logits, self.inv_log_c)
+        return prob[0], ent[0]
 
 
 def rank_by_entropy(
@@ -135,7 +124,6 @@ def rank_by_entropy(
     folder = open_dataset(target, classes=classes)  # any layout; its labels, if any, are never read here
     device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
     score = _Scorer(ckpt, device, size)
-    log_c = float(np.log(len(classes)))
 
     scores: dict[str, float] = {}
     hists: dict[str, np.ndarray] = {}
@@ -147,20 +135,19 @@ def rank_by_entropy(
         except BadImage as exc:
             skipped.append({"id": sid, "reason": str(exc)})
             continue
-        prob = score(image)
-        ent = -(prob * torch.log(prob.clamp_min(1e-30))).sum(0) / log_c
+        prob, ent = score(image)
         scores[sid] = float(ent.mean())
-        conf, pred = prob.max(0)
-        bins = (conf * BINS).long().clamp_(0, BINS - 1)
-        hist = torch.bincount(pred.reshape(-1) * BINS + bins.reshape(-1), minlength=len(classes) * BINS)
-        hists[sid] = hist.view(len(classes), BINS).cpu().numpy()
+        hists[sid] = confidence_histogram(*prob.max(0), len(classes))
     if len(scores) < 2:
         raise BadInput(f"{target}: need at least 2 readable images to split into easy and hard, got {len(scores)}")
 
     order = sorted(scores, key=lambda s: (scores[s], s))
     n_easy = min(max(int(round(easy_ratio * len(order))), 1), len(order) - 1)
     easy, hard = order[:n_easy], order[n_easy:]
-    thr = _thresholds(sum(hists[s] for s in easy), threshold, class_balanced, portion)
+    if class_balanced:
+        thr = class_thresholds_from_histogram(sum(hists[s] for s in easy), portion, threshold)
+    else:
+        thr = np.full(len(classes), threshold, np.float64)
     thr_t = torch.tensor(thr, dtype=torch.float32, device=device)
 
     for sub in ("easy", "hard"):
@@ -168,9 +155,8 @@ def rank_by_entropy(
             shutil.rmtree(out / sub)  # ours: out holds a ranking.json
     kept = 0.0
     for sid in easy:
-        prob = score(read_image(paths[sid]))
-        conf, pred = prob.max(0)
-        label = torch.where(conf >= thr_t[pred], pred, torch.full_like(pred, IGNORE))
+        prob, _ = score(read_image(paths[sid]))
+        label = apply_thresholds(*prob.max(0), thr_t)
         kept += float((label != IGNORE).float().mean())
         write_label(out / "easy" / "labels" / f"{sid}.png", label.to(torch.uint8).cpu().numpy())
         _link(paths[sid], out / "easy" / "images" / f"{sid}{paths[sid].suffix}")

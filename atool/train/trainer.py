@@ -38,17 +38,19 @@ import torch
 
 import atool
 from atool.core.config import TrainConfig, config_dict, write_config
-from atool.data.adapters.folder import FolderDataset, read_classes, require_same_classes
-from atool.data.adapters.registry import class_set_of, open_dataset, split_spec
-from atool.core.errors import BadInput, Mismatch
+from atool.data.adapters.folder import require_same_classes
+from atool.data.adapters.registry import class_set_of, open_dataset
+from atool.core.errors import Mismatch
 from atool.core.io import atomic_write_json
 from atool.models import build_model
 from atool.train import distributed as ddp
 from atool.train.amp import FP32, Precision
 from atool.core.checkpoint import IMAGENET_MEAN, IMAGENET_STD, save_checkpoint
 from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
-from atool.data.crops import CropDataset, endless_batches, resolve_sparse_labels
+from atool.data.crops import CropDataset, endless_batches
 from atool.eval.evaluate import evaluate, torch_predictor
+from atool.ops.normalize import normalization, normalize
+from atool.train.datasets import open_datasets, resolve_classes
 from atool.train.methods import METHODS, Method
 
 log = logging.getLogger("atool.train")
@@ -98,25 +100,6 @@ def set_rng_state(state: dict[str, Any], device: torch.device) -> None:
         torch.cuda.set_rng_state(state["cuda"], device)
 
 
-def _drop_bad_samples(folder: FolderDataset, what: str) -> list[tuple[str, str]]:
-    """Decode every sample once; unreadable or inconsistent ones are dropped and reported."""
-    bad = folder.check_all()
-    if bad:
-        ids = {sid for sid, _ in bad}
-        folder.items = [it for it in folder.items if it[0] not in ids]
-        log.warning("%s: skipped %d unusable sample(s); first: %s", what, len(bad), bad[0][1])
-        if not folder.items:
-            raise BadInput(f"{what}: no usable samples left ({bad[0][1]})")
-    return bad
-
-
-def _target_classes(target: str, classes: list[str]) -> list[str]:
-    path = split_spec(target)[1] / "classes.txt"
-    if path.is_file():
-        require_same_classes(classes, read_classes(path), f"target {target}")
-    return classes
-
-
 class Trainer:
     def __init__(self, cfg: TrainConfig, dist: ddp.DistInfo | None = None) -> None:
         cfg.validate()
@@ -129,58 +112,8 @@ class Trainer:
         self.skipped: dict[str, list] = {}
         self._init_ckpt = load_checkpoint(cfg.init) if cfg.init else None
         self.method_cls.prepare(cfg, is_main=self.dist.is_main, barrier=lambda: ddp.barrier(self.dist), device=self.device)
-        self.classes = self._resolve_classes()
-        self.source, self.target = self._datasets()
-
-    def _resolve_classes(self) -> list[str]:
-        cfg = self.cfg
-        for what, path in (("source", cfg.source), ("target", cfg.target)):
-            if path and not split_spec(path)[1].is_dir():
-                raise BadInput(f"{what} folder {path} does not exist")
-        if cfg.source:
-            root = split_spec(cfg.source)[1]
-            if (root / "classes.txt").is_file():
-                classes = read_classes(root / "classes.txt")
-            else:  # an adapter layout (gta5, synthia, cityscapes): its class set, matched to --init's if given
-                hint = list(self._init_ckpt["classes"]) if self._init_ckpt else None
-                classes = list(open_dataset(cfg.source, labels=cfg.source_labels, require_labels=True, classes=hint).classes)
-        elif cfg.target and (split_spec(cfg.target)[1] / "classes.txt").is_file():
-            classes = read_classes(split_spec(cfg.target)[1] / "classes.txt")
-        elif self._init_ckpt:
-            classes = list(self._init_ckpt["classes"])
-        else:
-            raise BadInput("no class list: give --source (with classes.txt) or --init")
-        if self._init_ckpt:
-            require_same_classes(self._init_ckpt["classes"], classes, f"--init {cfg.init}")
-        return classes
-
-    def _datasets(self) -> tuple[CropDataset | None, CropDataset | None]:
-        cfg, m = self.cfg, self.method_cls
-        source = target = None
-        if m.uses_source:
-            if not cfg.source:
-                raise BadInput(f"method {cfg.method} needs --source (a labeled dataset folder)")
-            folder = open_dataset(cfg.source, labels=cfg.source_labels, require_labels=True, classes=self.classes)
-            self.skipped["source"] = _drop_bad_samples(folder, f"source {cfg.source}")
-            source = CropDataset(folder, cfg.crop, flip=cfg.flip, cache=cfg.cache, size=cfg.source_size)
-        if m.uses_target:
-            if not cfg.target:
-                raise BadInput(f"method {cfg.method} needs --target (a folder with images/)")
-            classes = _target_classes(cfg.target, self.classes)
-            labels, origin = None, None
-            if m.needs_target_labels:
-                if not cfg.target_labels:
-                    raise BadInput(f"method {cfg.method} needs --target-labels (an `atool ingest` output folder)")
-                labels, origin = resolve_sparse_labels(cfg.target_labels)
-            folder = open_dataset(cfg.target, labels=labels, classes=classes)
-            if m.needs_target_labels and folder.labeled_count() == 0:
-                raise BadInput(f"no target image has a label in {labels}; do the file names match {cfg.target}/images?")
-            self.skipped["target"] = _drop_bad_samples(folder, f"target {cfg.target}")
-            target = CropDataset(
-                folder, cfg.target_crop or cfg.crop, flip=cfg.flip, with_labels=m.needs_target_labels, origin_dir=origin,
-                weights=(cfg.oracle_weight, cfg.pseudo_weight), cache=cfg.cache, size=cfg.target_size,
-            )
-        return source, target
+        self.classes = resolve_classes(cfg, self._init_ckpt)
+        self.source, self.target = open_datasets(cfg, self.method_cls, self.classes, self.skipped)
 
     def _model(self) -> tuple[torch.nn.Module, str, dict[str, Any]]:
         cfg = self.cfg
@@ -383,13 +316,12 @@ def _norm() -> tuple[list[float], list[float]]:
 
 
 # Checkpoints record these as their input normalisation (DeployModel applies the same).
-_MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255
-_INV_STD = 1.0 / (torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255)
+_SHIFT, _INV_SCALE = normalization(IMAGENET_MEAN, IMAGENET_STD)
 
 
 def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     out = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    out["image"] = (out["image"].float() - _MEAN.to(device)) * _INV_STD.to(device)
+    out["image"] = normalize(out["image"], _SHIFT.to(device), _INV_SCALE.to(device))
     return out
 
 

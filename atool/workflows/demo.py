@@ -9,85 +9,107 @@ any stage alone.
 
 from __future__ import annotations
 
-import copy
-import json
 import logging
 import time
+from collections.abc import Mapping
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from atool.core.config import TrainConfig, build_config
+from atool.core.config import build_config, config_dict, setting
 from atool.core.errors import BadInput
 from atool.core.io import atomic_write_json, atomic_write_text
+from atool.core.train_config import TrainConfig
 
 log = logging.getLogger("atool.workflows.demo")
 
 
+@dataclass
+class DemoData:
+    """The synthetic pair (``atool data synth``)."""
+
+    n_source: int = setting(help="Labeled source ('game') images.")
+    n_target: int = setting(help="Target pool images (their labels answer the queries).")
+    n_val: int = setting(help="Labeled target validation images.")
+    size: tuple[int, int] = setting(help="Image size [width, height].")
+
+
+@dataclass
+class DemoQuery:
+    """Both query arms (active and random) spend the same clicks."""
+
+    clicks_per_image: int = setting(help="Total budget = clicks_per_image x pool images, shared by score.")
+    strategy: str = setting(help="Strategy of the active arm.")
+    pseudo_min_confidence: float = setting(0.0, "Pseudo labels of unselected candidates kept at this confidence or above.")
+
+
+def _train_section(help: str) -> Any:
+    return setting(help=help, default_factory=dict, keys=TrainConfig)
+
+
+@dataclass
+class DemoConfig:
+    """``atool demo --config`` keys. Defaults: the packaged atool/workflows/demo.yaml; a user's YAML names what it changes."""
+
+    data: DemoData = setting(help="The synthetic domain pair.")
+    query: DemoQuery = setting(help="The query arms.")
+    train: dict[str, Any] = _train_section("TrainConfig keys shared by every training run.")
+    source: dict[str, Any] = _train_section("TrainConfig keys of the source-only run.")
+    advent: dict[str, Any] = _train_section("TrainConfig keys of the ADVENT (G1) run.")
+    adapt: dict[str, Any] = _train_section("TrainConfig keys of the adapt (G2) runs, one per arm.")
+    supervised: dict[str, Any] = _train_section("TrainConfig keys of the target-supervised upper bound.")
+
+    def validate(self) -> None:
+        d = self.data
+        for key in ("n_source", "n_target", "n_val"):
+            if getattr(d, key) < 1:
+                raise BadInput(f"demo config: data.{key} must be a positive integer, got {getattr(d, key)!r}")
+        if min(d.size) < 1:
+            raise BadInput(f"demo config: data.size must be [width, height] of positive integers, got {list(d.size)!r}")
+        if self.query.clicks_per_image < 1:
+            raise BadInput(f"demo config: query.clicks_per_image must be a positive integer, got {self.query.clicks_per_image!r}")
+        for section, method in (("source", "source"), ("advent", "advent"), ("adapt", "adapt"), ("supervised", "source")):
+            try:
+                build_config(TrainConfig, {**self.train, **getattr(self, section)}, {"method": method})
+            except BadInput as exc:
+                raise BadInput(f"demo config, train + {section}: {exc}") from None
+
+
 def default_demo_config() -> dict[str, Any]:
+    """The packaged atool/workflows/demo.yaml, as YAML data."""
     text = resources.files("atool.workflows").joinpath("demo.yaml").read_text(encoding="utf-8")
     return yaml.safe_load(text)
 
 
-def merge_demo_config(overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """The packaged demo config with ``overrides`` laid over it, section by section.
+def demo_config(overrides: DemoConfig | Mapping[str, Any] | None = None) -> DemoConfig:
+    """The packaged demo config with ``overrides`` (YAML data) laid over it, section by section.
 
-    A user's YAML names only what it changes. Unknown sections or keys are
-    rejected (a typo must not silently fall back to the default); training
-    sections are checked in full later by ``build_config``.
+    Unknown sections or keys are rejected (a typo must not silently fall back to the default).
     """
-    cfg = default_demo_config()
-    if overrides is None:
-        return cfg
-    if not isinstance(overrides, dict):
-        raise BadInput("the demo config must be a YAML mapping of sections (data, train, source, advent, adapt, supervised, query)")
-    train_keys = set(TrainConfig.__dataclass_fields__)
-    for section, values in overrides.items():
-        if section not in cfg:
-            raise BadInput(f"demo config: unknown section {section!r}; valid: {', '.join(cfg)}")
-        if not isinstance(values, dict):
-            raise BadInput(f"demo config: section {section!r} must be a mapping, got {type(values).__name__}")
-        valid = train_keys if section in _TRAIN_SECTIONS else set(cfg[section])
-        unknown = sorted(set(values) - valid)
-        if unknown:
-            raise BadInput(f"demo config: unknown key(s) {', '.join(unknown)} in section {section!r}")
-        cfg[section].update(values)
-    d, q = cfg["data"], cfg["query"]
-    for key in ("n_source", "n_target", "n_val"):
-        if not isinstance(d[key], int) or d[key] < 1:
-            raise BadInput(f"demo config: data.{key} must be a positive integer, got {d[key]!r}")
-    size = d["size"]
-    if not (isinstance(size, list) and len(size) == 2 and all(isinstance(v, int) and v > 0 for v in size)):
-        raise BadInput(f"demo config: data.size must be [width, height], got {size!r}")
-    if not (isinstance(q["clicks_per_image"], int) and q["clicks_per_image"] >= 1):
-        raise BadInput(f"demo config: query.clicks_per_image must be a positive integer, got {q['clicks_per_image']!r}")
-    return cfg
+    if isinstance(overrides, DemoConfig):
+        return overrides
+    base = build_config(DemoConfig, default_demo_config(), label="packaged demo config")
+    if overrides is not None and not isinstance(overrides, Mapping):
+        raise BadInput("the demo config must be a YAML mapping of sections (data, query, train, source, advent, adapt, supervised)")
+    return build_config(DemoConfig, overrides or {}, base=base, label="demo config")
 
 
-_TRAIN_SECTIONS = ("train", "source", "advent", "adapt", "supervised")
-
-
-def _train(name: str, common: dict, specific: dict, **paths: Any) -> dict:
-    cfg = build_config(TrainConfig, {**common, **specific}, paths)
-    log.info("[%s] atool train %s %s", name, cfg.method, " ".join(f"--{k.replace('_', '-')} {v}" for k, v in paths.items() if k != "method" and v is not None))
-    from atool.train.trainer import train
-
-    return train(cfg)
-
-
-def run_demo(out: str | Path, seed: int = 0, config: dict[str, Any] | None = None, keep_data: bool = True) -> dict[str, Any]:
+def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | Mapping[str, Any] | None = None, keep_data: bool = True) -> dict[str, Any]:
+    """Run every stage into ``out``; ``config``: a DemoConfig or YAML data laid over the packaged defaults."""
     from atool.data.adapters.folder import FolderDataset
     from atool.data.synth import write_synth_pair
     from atool.runtime.backends import load_backend
     from atool.annotate.ingest import ingest_answers
     from atool.annotate.oracle import answer_queries
-    from atool.active.query import run_query
+    from atool.workflows.query import QueryConfig, query_command, query_to_file
+    from atool.workflows.stage import train_stage
     from atool.workflows.export import export_checked
     from atool.eval.evaluate import backend_predictor, evaluate
 
-    cfg = merge_demo_config(copy.deepcopy(config) if config is not None else None)
+    cfg = demo_config(config)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
@@ -101,18 +123,18 @@ def run_demo(out: str | Path, seed: int = 0, config: dict[str, Any] | None = Non
 
     data = out / "data"
     stage("synth")
-    d = cfg["data"]
-    log.info("[synth] atool data synth --out %s --n-source %d --n-target %d --n-val %d --size %dx%d --seed %d", data, d["n_source"], d["n_target"], d["n_val"], *d["size"], seed)
-    write_synth_pair(data, n_source=d["n_source"], n_target=d["n_target"], n_val=d["n_val"], size=tuple(d["size"]), seed=seed)
+    d = cfg.data
+    log.info("[synth] atool data synth --out %s --n-source %d --n-target %d --n-val %d --size %dx%d --seed %d", data, d.n_source, d.n_target, d.n_val, *d.size, seed)
+    write_synth_pair(data, n_source=d.n_source, n_target=d.n_target, n_val=d.n_val, size=tuple(d.size), seed=seed)
     done("synth")
     source, pool, val = data / "source", data / "target_train", data / "target_val"
-    common = dict(cfg["train"], seed=seed, progress=False)
+    common = {"seed": seed, "progress": False}
 
     stage("source")
-    _train("source", common, cfg["source"], method="source", source=str(source), out=str(out / "source.pt"))
+    train_stage("source", cfg.train, common, cfg.source, method="source", source=source, out=out / "source.pt")
     done("source")
     stage("advent")
-    _train("advent", common, cfg["advent"], method="advent", source=str(source), target=str(pool), init=str(out / "source.pt"), out=str(out / "advent.pt"))
+    train_stage("advent", cfg.train, common, cfg.advent, method="advent", source=source, target=pool, init=out / "source.pt", out=out / "advent.pt")
     done("advent")
 
     stage("export")
@@ -121,16 +143,17 @@ def run_demo(out: str | Path, seed: int = 0, config: dict[str, Any] | None = Non
     export_checked(out / "advent.pt", onnx_path)
     done("export")
 
-    q = cfg["query"]
+    q = cfg.query
     n_pool = len(FolderDataset(pool))
-    budget = int(q["clicks_per_image"]) * n_pool
-    arms = {"active": q["strategy"], "random": "random"}
+    budget = q.clicks_per_image * n_pool
+    arms = {"active": q.strategy, "random": "random"}
     clicks: dict[str, int] = {}
     for arm, strategy in arms.items():
         stage(f"query_{arm}")
         qfile, pseudo = out / f"queries_{arm}.json", out / f"pseudo_{arm}"
-        log.info("[query] atool query --model %s --images %s --budget %d --strategy %s --seed %d --out %s --pseudo-out %s", onnx_path, pool / "images", budget, strategy, seed, qfile, pseudo)
-        qlist = run_query(onnx_path, pool / "images", budget, strategy=strategy, seed=seed, out=qfile, pseudo_out=pseudo, pseudo_min_confidence=q.get("pseudo_min_confidence", 0.0))
+        qcfg = QueryConfig(strategy=strategy, budget=budget, seed=seed, pseudo_out=str(pseudo), pseudo_min_confidence=q.pseudo_min_confidence)
+        log.info("[query] %s", query_command(onnx_path, pool / "images", qcfg, qfile))
+        qlist = query_to_file(onnx_path, pool / "images", qcfg, qfile)
         clicks[arm] = int(qlist["budget"]["used"])
         answers = out / f"answers_{arm}.json"
         log.info("[oracle] atool oracle --queries %s --labels %s --out %s", qfile, pool / "oracle_labels", answers)
@@ -140,11 +163,13 @@ def run_demo(out: str | Path, seed: int = 0, config: dict[str, Any] | None = Non
         ingest_answers(answers, sparse, pseudo_dir=pseudo, images_root=pool / "images")
         done(f"query_{arm}")
         stage(f"adapt_{arm}")
-        _train(f"adapt+{arm}", common, cfg["adapt"], method="adapt", source=str(source), target=str(pool), target_labels=str(sparse), init=str(out / "advent.pt"), out=str(out / f"adapt_{arm}.pt"))
+        train_stage(f"adapt+{arm}", cfg.train, common, cfg.adapt, method="adapt", source=source, target=pool, target_labels=sparse,
+                    init=out / "advent.pt", out=out / f"adapt_{arm}.pt")
         done(f"adapt_{arm}")
 
     stage("supervised")
-    _train("supervised", common, cfg["supervised"], method="source", source=str(pool), source_labels=str(pool / "oracle_labels"), out=str(out / "supervised.pt"))
+    train_stage("supervised", cfg.train, common, cfg.supervised, method="source", source=pool, source_labels=pool / "oracle_labels",
+                out=out / "supervised.pt")
     done("supervised")
 
     stage("eval")
@@ -168,7 +193,7 @@ def run_demo(out: str | Path, seed: int = 0, config: dict[str, Any] | None = Non
         "results": results,
         "seconds": round(time.perf_counter() - t_start, 1),
         "stage_seconds": timings,
-        "config": cfg,
+        "config": config_dict(cfg),
     }
     atomic_write_json(out / "demo_results.json", summary)
     table = format_table(summary)

@@ -17,61 +17,70 @@ Each stage calls the same library functions as its CLI command.
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import json
 import logging
 import time
-from dataclasses import asdict
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from atool.core.config import TrainConfig, build_config
+from atool.active.query import QueryConfig
+from atool.core.config import build_config, config_dict, setting
 from atool.core.errors import BadInput
 from atool.core.io import atomic_write_json
+from atool.core.train_config import TrainConfig
 
 log = logging.getLogger("atool.loop")
 
-DEFAULTS: dict[str, Any] = {
-    "stages": 3,
-    "query": {"strategy": "inconsistency_ppl", "budget": 10, "per_image": True, "params": {}},
-    "selector": {"iters": 200},
-    "retrain": {"iters": 200},
-    "train": {},  # shared by selector and retrain runs
-}
+# Keys of ingest_answers that the loop sets itself.
+_INGEST_OWN = ("pseudo_dir", "images_root", "classes")
 
 
-def loop_config(overrides: dict[str, Any] | None) -> dict[str, Any]:
-    """DEFAULTS with ``overrides`` laid over them; unknown keys are BadInput."""
-    cfg = copy.deepcopy(DEFAULTS)
-    for key, value in (overrides or {}).items():
-        if key not in cfg:
-            raise BadInput(f"loop config: unknown key {key!r}; valid: {', '.join(cfg)}")
-        if isinstance(cfg[key], dict):
-            if not isinstance(value, dict):
-                raise BadInput(f"loop config: {key!r} must be a mapping")
-            if key == "query":
-                unknown = sorted(set(value) - set(cfg["query"]))
-                if unknown:
-                    raise BadInput(f"loop config: unknown query key(s) {', '.join(unknown)}; valid: {', '.join(cfg['query'])}")
-            cfg[key].update(value)
-        else:
-            cfg[key] = value
-    stages = cfg["stages"]
-    if isinstance(stages, bool) or not isinstance(stages, int) or stages < 1:
-        raise BadInput(f"loop config: stages must be a positive integer, got {stages!r}")
-    budget = cfg["query"]["budget"]
-    if isinstance(budget, bool) or not isinstance(budget, int) or budget < 0:
-        raise BadInput(f"loop config: query.budget must be 0 or more points, got {budget!r}")
-    return cfg
+@dataclass
+class LoopConfig:
+    """``atool loop --config`` keys; every section is laid over its default key by key."""
+
+    stages: int = setting(3, "Active-learning stages (LabOR: 3).")
+    query: QueryConfig = setting(
+        help="QueryConfig keys of every stage's query (seed and exclude are the loop's).",
+        default_factory=lambda: QueryConfig(strategy="inconsistency_ppl", budget=10, per_image=True),
+    )
+    selector: dict[str, Any] = setting(help="TrainConfig keys of the selector runs.", default_factory=lambda: {"iters": 200}, keys=TrainConfig)
+    retrain: dict[str, Any] = setting(help="TrainConfig keys of the retraining runs.", default_factory=lambda: {"iters": 200}, keys=TrainConfig)
+    train: dict[str, Any] = setting(help="TrainConfig keys shared by the selector and retraining runs.", default_factory=dict, keys=TrainConfig)
+    ingest: dict[str, Any] = setting(help="Options of every stage's ingest (atool.annotate.ingest.ingest_answers), e.g. expand.", default_factory=dict)
+
+    def validate(self) -> None:
+        if isinstance(self.stages, bool) or self.stages < 1:
+            raise BadInput(f"loop config: stages must be a positive integer, got {self.stages!r}")
+        q = self.query
+        if q.exclude is not None or q.pseudo_out is not None or q.seed != 0:
+            raise BadInput("loop config: query.seed, query.exclude and query.pseudo_out are the loop's "
+                           "(stage k queries with --seed + k and excludes the labels of earlier stages)")
+        for section, method in (("selector", "selector"), ("retrain", "finetune")):
+            try:
+                build_config(TrainConfig, {**self.train, **getattr(self, section)}, {"method": method})
+            except BadInput as exc:
+                raise BadInput(f"loop config, train + {section}: {exc}") from None
+        if self.ingest:
+            import inspect
+
+            from atool.annotate.ingest import ingest_answers
+
+            options = [p.name for p in inspect.signature(ingest_answers).parameters.values()
+                       if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in _INGEST_OWN]
+            unknown = sorted(set(self.ingest) - set(options))
+            if unknown:
+                raise BadInput(f"unknown loop config key(s) {', '.join('ingest.' + k for k in unknown)}; valid in ingest: {', '.join(options)}")
 
 
-def _train(section: dict, shared: dict, **paths: Any) -> dict:
-    from atool.train.trainer import train
-
-    cfg: TrainConfig = build_config(TrainConfig, {**shared, **section}, paths)
-    log.info("[%s] atool train %s %s", Path(cfg.out).stem, cfg.method,
-             " ".join(f"--{k.replace('_', '-')} {v}" for k, v in paths.items() if k != "method" and v is not None))
-    return train(cfg)
+def loop_config(config: LoopConfig | Mapping[str, Any] | None) -> LoopConfig:
+    """A LoopConfig from a YAML mapping laid over the defaults (or the config itself); bad keys are BadInput."""
+    if isinstance(config, LoopConfig):
+        return config
+    return build_config(LoopConfig, config or {}, label="loop config")
 
 
 def run_loop(
@@ -83,16 +92,20 @@ def run_loop(
     out: str | Path,
     val: str | Path | None = None,
     seed: int = 0,
-    config: dict[str, Any] | None = None,
+    config: LoopConfig | Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Run the stages; returns (and writes to OUT/loop.json) what each stage labeled and scored."""
+    """Run the stages; returns (and writes to OUT/loop.json) what each stage labeled and scored.
+
+    ``config``: a LoopConfig, or a mapping of its keys laid over the defaults.
+    """
     from atool.active.strategies import STRATEGIES
     from atool.data.adapters.folder import FolderDataset
     from atool.annotate.accumulate import merge_stage_labels
     from atool.runtime.backends import load_backend
     from atool.annotate.ingest import ingest_answers
     from atool.annotate.oracle import answer_queries
-    from atool.active.query import run_query
+    from atool.workflows.query import query_command, query_to_file
+    from atool.workflows.stage import train_stage
     from atool.models.checkpoint import load_checkpoint
     from atool.eval.evaluate import backend_predictor, evaluate
 
@@ -102,8 +115,8 @@ def run_loop(
         if not Path(path).is_dir():
             raise BadInput(f"{what} {path} is not a folder")
     load_checkpoint(init)  # a corrupt or missing --init fails here, before any work
-    q = cfg["query"]
-    shared = dict(cfg["train"], seed=seed, progress=False)
+    q = cfg.query
+    shared = {"seed": seed, "progress": False}
     accumulated = out / "labels"
     current = Path(init)
     val_set = FolderDataset(val, require_labels=True) if val else None
@@ -116,7 +129,7 @@ def run_loop(
         return round(evaluate(backend_predictor(load_backend(model_path)), val_set).miou * 100, 2)
 
     start = {"stage": 0, "model": str(current), "miou": score(current)}
-    for k in range(1, cfg["stages"] + 1):
+    for k in range(1, cfg.stages + 1):
         stage_dir = out / f"stage_{k}"
         done_file = stage_dir / "done.json"
         if done_file.is_file():
@@ -127,31 +140,29 @@ def run_loop(
             continue
         t0 = time.perf_counter()
         query_model = current
-        if STRATEGIES.get(q["strategy"]).needs_heads:
+        if STRATEGIES.get(q.strategy).needs_heads:
             query_model = stage_dir / "selector.pt"
-            _train(cfg["selector"], shared, method="selector", source=str(source), target=str(target),
-                   init=str(current), out=str(query_model))
+            train_stage(f"stage {k} selector", cfg.train, shared, cfg.selector, method="selector", source=source, target=target,
+                        init=current, out=query_model)
         qfile, answers, ingested = stage_dir / "queries.json", stage_dir / "answers.json", stage_dir / "ingest"
         exclude = accumulated / "labels" if (accumulated / "labels").is_dir() else None
-        log.info("[stage %d] atool query --model %s --images %s --budget %d%s --strategy %s%s --out %s", k, query_model,
-                 target / "images", q["budget"], " --per-image" if q["per_image"] else "", q["strategy"],
-                 f" --exclude {exclude}" if exclude else "", qfile)
-        qlist = run_query(query_model, target / "images", q["budget"], per_image=q["per_image"], strategy=q["strategy"],
-                          strategy_params=q["params"] or None, seed=seed + k, out=qfile, exclude=exclude)
+        stage_query = dataclasses.replace(q, seed=seed + k, exclude=str(exclude) if exclude else None)
+        log.info("[stage %d] %s", k, query_command(query_model, target / "images", stage_query, qfile))
+        qlist = query_to_file(query_model, target / "images", stage_query, qfile)
         answer_queries(qfile, oracle_labels, answers)
-        ingest_answers(answers, ingested, images_root=target / "images")
+        ingest_answers(answers, ingested, images_root=target / "images", **cfg.ingest)
         merged = merge_stage_labels(accumulated, ingested)
         model_path = stage_dir / "model.pt"
         if merged.total_pixels:
-            _train(cfg["retrain"], shared, method="finetune", source=str(source), target=str(target),
-                   target_labels=str(accumulated), init=str(current), out=str(model_path))
+            train_stage(f"stage {k} retrain", cfg.train, shared, cfg.retrain, method="finetune", source=source, target=target,
+                        target_labels=accumulated, init=current, out=model_path)
             current = model_path
         else:
             log.warning("[stage %d] no target pixel is labeled yet: nothing to retrain on, the model stays %s", k, current)
             model_path = current
         record = {
             "stage": k,
-            "strategy": q["strategy"],
+            "strategy": q.strategy,
             "queries": int(qlist["budget"]["used"]),
             "query_seconds": round(float(qlist["timings"]["total"]), 3),
             "merge": asdict(merged),
@@ -163,6 +174,6 @@ def run_loop(
         stages.append(record)
         log.info("[stage %d] %d queries, %d new labeled pixels (%d in all, %d duplicates), mIoU %s",
                  k, record["queries"], merged.new_pixels, merged.total_pixels, merged.duplicate_pixels, record["miou"])
-    summary = {"config": cfg, "seed": seed, "start": start, "stages": stages, "final_model": str(current)}
+    summary = {"config": config_dict(cfg), "seed": seed, "start": start, "stages": stages, "final_model": str(current)}
     atomic_write_json(summary_path, summary)
     return summary

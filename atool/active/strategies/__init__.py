@@ -22,7 +22,8 @@ from atool.core.errors import BadInput
 from atool.core.registry import Registry
 
 # One image's backend outputs: "prob" float32 C x H x W, "entropy" float32 H x W
-# (normalised by log C), optionally "head1"/"head2" float32 C x H x W, and
+# (normalised by log C), optionally "head1"/"head2" float32 C x H x W, "gap"
+# float32 H x W (domain gap to the source prototypes, in [0, 2]), and
 # "labeled" bool H x W (pixels labeled in earlier rounds: never to be proposed;
 # the query drops any that a strategy still returns).
 Maps = dict[str, np.ndarray]
@@ -40,6 +41,10 @@ class Strategy:
     kind: ClassVar[str] = "point"
     # True when the strategy reads the selector heads' outputs (head1/head2): the model must have them
     needs_heads: ClassVar[bool] = False
+    # Other backend outputs the strategy reads (e.g. ("gap",)); the query checks the model has them
+    needs_maps: ClassVar[tuple[str, ...]] = ()
+    # What to tell a user whose model lacks one of ``needs_maps`` (how to get a model that has it)
+    needs_maps_hint: ClassVar[str] = ""
     defaults: ClassVar[dict[str, Any]] = {}
     # parameter -> allowed values, for string-valued parameters
     choices: ClassVar[dict[str, tuple[str, ...]]] = {}

@@ -34,7 +34,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from atool.annotate import rle
+from atool.ops import rle
 from atool.active.candidates import Candidates, Regions
 from atool.active.strategies import STRATEGIES, Maps, Strategy
 from atool.ops.uncertainty import at_points

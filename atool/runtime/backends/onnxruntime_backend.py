@@ -88,6 +88,7 @@ class OnnxRuntimeBackend(Backend):
         self.metadata = meta
         self.classes = list(meta["classes"])
         self.heads = bool(meta["heads"])
+        self.prototypes = bool(meta["prototypes"])
 
         inputs = self.session.get_inputs()
         if len(inputs) != 1 or inputs[0].name != meta["input"]["name"] or inputs[0].type != "tensor(uint8)":
@@ -105,7 +106,7 @@ class OnnxRuntimeBackend(Backend):
             )
 
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        """uint8 N x H x W x 3 -> {"prob": N x C x H x W, "entropy": N x H x W, ...} float32."""
+        """uint8 N x H x W x 3 -> {"prob": N x C x H x W, "entropy": N x H x W, ...} float32 (every graph output by name)."""
         self.check_batch(batch)
         outs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch)})
         return dict(zip(self.output_names, outs))

@@ -10,6 +10,7 @@ import torch
 from atool.runtime.backends import BACKENDS, Backend
 from atool.models.inference_graph import DeployModel
 from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
+from atool.models.prototypes import prototypes_of
 
 
 @BACKENDS.register("torch")
@@ -23,9 +24,14 @@ class TorchBackend(Backend):
         model = model_from_checkpoint(ckpt)
         self.heads = bool(getattr(model, "has_heads", False))
         self.device = torch.device(device)
-        self.net = DeployModel(model, ckpt["mean"], ckpt["std"], len(self.classes), heads=self.heads).to(self.device).eval()
+        protos = prototypes_of(ckpt, f"checkpoint {self.path}")
+        self.prototypes = protos is not None
+        self.net = DeployModel(
+            model, ckpt["mean"], ckpt["std"], len(self.classes), heads=self.heads, prototypes=protos.vectors if protos else None
+        ).to(self.device).eval()
         self.output_names = self.net.output_names()
-        self.metadata = {"model": ckpt["model"], "step": ckpt["step"]}
+        self.metadata = {"model": ckpt["model"], "step": ckpt["step"], "prototypes": self.prototypes,
+                         "prototype_source": protos.describe() if protos else None}
         if threads:
             torch.set_num_threads(threads)
 

@@ -23,9 +23,10 @@ import torch.nn.functional as F
 
 from atool.core.errors import BadInput
 from atool.models.discriminator import EntropyDiscriminator
+from atool.ops.uncertainty_torch import self_information
 from atool.train.amp import precision_of
 from atool.train.distributed import average_gradients, broadcast_module, unwrap
-from atool.train.losses import aux_logits, seg_ce, self_information, upsample
+from atool.train.losses import aux_logits, seg_ce, upsample
 from atool.train.methods import METHODS, Method
 
 SOURCE_DOMAIN, TARGET_DOMAIN = 0.0, 1.0

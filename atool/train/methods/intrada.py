@@ -5,7 +5,7 @@ source, the hard split the unlabeled target (Pan et al., CVPR'20). Two ways in:
 
 * ``atool train intrada --init ADVENT.pt --target CITYSCAPES --out intra.pt``:
   with no ``--source`` the loop first ranks the target by entropy with the
-  ``--init`` model (``atool.train.intrada.rank_by_entropy``, ``--easy-ratio``,
+  ``--init`` model (``atool.train.entropy_ranking.rank_by_entropy``, ``--easy-ratio``,
   default 0.67) into ``--intrada-split`` (default ``intra.intrada/``), then
   trains from ``SPLIT/easy`` to ``SPLIT/hard``. A finished ranking of the same
   target by the same checkpoint is reused (so ``--resume`` does not redo it).

@@ -11,8 +11,9 @@ No discriminator. ``lambda_ent`` = 1e-3 on the main level and
 from __future__ import annotations
 
 
+from atool.ops.uncertainty_torch import mean_entropy
 from atool.train.amp import precision_of
-from atool.train.losses import aux_logits, mean_entropy, upsample
+from atool.train.losses import aux_logits, upsample
 from atool.train.methods import METHODS, Method
 from atool.train.methods.source import source_ce
 
