@@ -46,6 +46,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--budget", type=int, default=50, help="points per image for the query run (default 50)")
     p.add_argument("--strategy", default="entropy_patch")
+    p.add_argument("--compare-strategies", default="", metavar="A,B,...",
+                   help="also time the whole query with each of these strategies on each backend, as a ratio to entropy_patch")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads for both backends (0: all cores)")
     p.add_argument("--workdir", help="keep images and models here instead of a temporary folder")
@@ -124,6 +126,25 @@ def _bench_backend(backend, images_dir: Path, args: argparse.Namespace, work: Pa
     }
 
 
+def _bench_strategies(backend, images_dir: Path, args: argparse.Namespace, work: Path) -> dict:
+    """End-to-end query img/s per strategy on one backend, and each over entropy_patch's, measured alternately."""
+    from atool.workflows.query import QueryConfig, query_to_file
+
+    names = ["entropy_patch"] + [s for s in args.compare_strategies.split(",") if s and s != "entropy_patch"]
+    n = None
+    times: dict[str, list[float]] = {s: [] for s in names}
+    for _ in range(args.repeats):
+        # Interleaved repeats: a load spike on this shared machine hits every strategy alike.
+        for s in names:
+            cfg = QueryConfig(strategy=s, budget=args.budget, per_image=True, batch_size=args.batch_size)
+            t0 = time.perf_counter()
+            result = query_to_file(backend, images_dir, cfg, work / f"queries_{backend.name}_{s}.json")
+            times[s].append(time.perf_counter() - t0)
+            n = result["stats"]["images_processed"]
+    rate = {s: n / statistics.median(v) for s, v in times.items()}
+    return {s: {"query_images_per_s": round(r, 2), "over_entropy_patch": round(r / rate["entropy_patch"], 3)} for s, r in rate.items()}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     if args.images < 1 or args.batch_size < 1 or args.repeats < 1 or args.budget < 0:
@@ -146,6 +167,8 @@ def main(argv: list[str] | None = None) -> int:
         for path in (ckpt, onnx_path):
             backend = load_backend(path, threads=args.threads or None)
             rows.append(_bench_backend(backend, images_dir, args, work))
+            if args.compare_strategies:
+                rows[-1]["strategies"] = _bench_strategies(backend, images_dir, args, work)
     torch_row, ort_row = rows
     result = {
         "size": f"{args.size[0]}x{args.size[1]}",
@@ -170,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{r['backend']:<12} {r['infer_images_per_s']:12.2f} {r['query_images_per_s']:12.2f} {r['end_to_end_over_inference']:10.3f}")
     ratio = result["onnxruntime_over_torch"]
     print(f"onnxruntime / torch: inference {ratio['inference']:.3f}x, end to end {ratio['end_to_end']:.3f}x")
+    for r in rows:
+        for s, v in r.get("strategies", {}).items():
+            print(f"{r['backend']:<12} {s:<18} query {v['query_images_per_s']:8.2f} img/s  {v['over_entropy_patch']:.3f}x entropy_patch")
     if args.json_out:
         from atool.core.io import atomic_write_json
 

@@ -59,7 +59,7 @@ class LoopConfig:
         if q.exclude is not None or q.pseudo_out is not None or q.seed != 0:
             raise BadInput("loop config: query.seed, query.exclude and query.pseudo_out are the loop's "
                            "(stage k queries with --seed + k and excludes the labels of earlier stages)")
-        for section, method in (("selector", "selector"), ("retrain", "finetune")):
+        for section, method in (("selector", "selector"), ("retrain", self.retrain_method)):
             try:
                 build_config(TrainConfig, {**self.train, **getattr(self, section)}, {"method": method})
             except BadInput as exc:
@@ -74,6 +74,12 @@ class LoopConfig:
             unknown = sorted(set(self.ingest) - set(options))
             if unknown:
                 raise BadInput(f"unknown loop config key(s) {', '.join('ingest.' + k for k in unknown)}; valid in ingest: {', '.join(options)}")
+
+
+    @property
+    def retrain_method(self) -> str:
+        """The retraining method: ``retrain.method`` or LabOR's ``finetune`` (eq. 6)."""
+        return self.retrain.get("method", "finetune")
 
 
 def loop_config(config: LoopConfig | Mapping[str, Any] | None) -> LoopConfig:
@@ -144,6 +150,13 @@ def run_loop(
             query_model = stage_dir / "selector.pt"
             train_stage(f"stage {k} selector", cfg.train, shared, cfg.selector, method="selector", source=source, target=target,
                         init=current, out=query_model)
+        if "gap" in STRATEGIES.get(q.strategy).needs_maps:
+            # Prototypes describe one model's features: the model that queries needs its own, every stage.
+            from atool.models.prototypes import compute_prototypes, save_with_prototypes
+
+            protos = compute_prototypes(query_model, source)
+            query_model = save_with_prototypes(query_model, stage_dir / "query_model.pt", protos)
+            log.info("[stage %d] atool prototypes --checkpoint %s --source %s --out %s", k, current, source, query_model)
         qfile, answers, ingested = stage_dir / "queries.json", stage_dir / "answers.json", stage_dir / "ingest"
         exclude = accumulated / "labels" if (accumulated / "labels").is_dir() else None
         stage_query = dataclasses.replace(q, seed=seed + k, exclude=str(exclude) if exclude else None)
@@ -154,7 +167,7 @@ def run_loop(
         merged = merge_stage_labels(accumulated, ingested)
         model_path = stage_dir / "model.pt"
         if merged.total_pixels:
-            train_stage(f"stage {k} retrain", cfg.train, shared, cfg.retrain, method="finetune", source=source, target=target,
+            train_stage(f"stage {k} retrain", cfg.train, shared, {"method": cfg.retrain_method, **cfg.retrain}, source=source, target=target,
                         target_labels=accumulated, init=current, out=model_path)
             current = model_path
         else:

@@ -38,9 +38,8 @@ import numpy as np
 from atool.active.candidates import Candidates
 from atool.active.strategies import STRATEGIES, Maps, Strategy
 from atool.active.strategies._spread import Lattice, peaks
-from atool.ops.uncertainty import at_points
+from atool.ops.uncertainty import at_points, entropy
 
-_EPS = 1e-12
 
 
 def box_mean(arr: np.ndarray, r: int) -> np.ndarray:
@@ -76,8 +75,8 @@ def region_impurity(pred: np.ndarray, classes: int, r: int) -> np.ndarray:
     mixed = np.flatnonzero(cv2.dilate(code, kernel) != cv2.erode(code, kernel))
     # Only classes that occur can have a non-zero share: one plane each, not C.
     frac = box_mean(pred[None, :, :] == present[:, None, None], r).reshape(present.size, -1)[:, mixed]
-    ent = -(frac * np.log(np.maximum(frac, np.float32(_EPS)))).sum(axis=0)
-    imp.reshape(-1)[mixed] = ent * np.float32(1.0 / math.log(classes))
+    # Divided by log C, not by log of the classes present, so scores compare across images.
+    imp.reshape(-1)[mixed] = entropy(frac, normalise=False) * np.float32(1.0 / math.log(classes))
     return imp
 
 

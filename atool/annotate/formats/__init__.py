@@ -12,7 +12,7 @@ things, each declared on the base class:
   ``atool ingest`` consumes, skipping and counting entries it cannot convert;
 - ``write_answers``: ``atool.answers/v1`` -> the export the tool would
   produce, so ``atool oracle --format F`` answers as that tool would and every
-  format round-trips in the contract test (tests/test_formats.py).
+  format round-trips in the contract test (tests/annotate/test_formats.py).
 
 ``data`` given to ``recognizes``/``read_answers`` is the parsed JSON of the
 answer file, or ``RawText`` (a ``str``) when the file is not JSON, for

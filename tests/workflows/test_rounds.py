@@ -192,7 +192,7 @@ def test_labor_loop_preset_is_a_valid_loop_config():
     from atool.core.config import TrainConfig, build_config, load_yaml
     from atool.workflows.rounds import loop_config
 
-    path = Path(__file__).resolve().parents[1] / "configs" / "labor_loop.yaml"
+    path = Path(__file__).resolve().parents[2] / "configs" / "labor_loop.yaml"
     assert "Source of truth" in path.read_text().split("\n\n")[0]
     cfg = loop_config(load_yaml(path))
     assert cfg.stages == 3 and cfg.query.strategy == "inconsistency_spl" and cfg.query.params == {"pixel_ratio": 0.0073}

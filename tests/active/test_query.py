@@ -125,8 +125,8 @@ def test_same_inputs_same_bytes_whatever_the_workers(setup, tmp_path):
     assert outs[0] == outs[2]
 
 
-# Strategies that read selector heads need a selector model: tests/test_inconsistency.py runs them;
-# those that read other outputs (domain_gap: gap) run in their own tests (tests/test_domain_gap.py).
+# Strategies that read selector heads need a selector model: tests/active/test_inconsistency.py runs them;
+# those that read other outputs (domain_gap: gap) run in their own tests (tests/models/test_domain_gap.py).
 @pytest.mark.parametrize("strategy", [n for n in STRATEGIES.names() if not STRATEGIES.get(n).needs_heads and not STRATEGIES.get(n).needs_maps])
 def test_every_strategy_total_and_per_image(backend, setup, strategy):
     for per_image, budget in ((False, 17), (True, 6)):

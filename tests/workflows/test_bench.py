@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "tools" / "bench_query.py"
+BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench_query.py"
 
 
 def _load_bench():

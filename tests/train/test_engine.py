@@ -19,7 +19,7 @@ from atool.core.config import TrainConfig, build_config, load_yaml
 from atool.models.checkpoint import load_checkpoint
 from conftest import assert_one_line_error, run_cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST = ["--iters", "2", "--batch-size", "2", "--crop", "64x32"]
 
 
