@@ -18,7 +18,7 @@ from atool.core.errors import BadInput
 class QueryConfig:
     """How one query run chooses its points: ``atool query`` options, ``--config`` keys, ``atool loop``'s ``query:``."""
 
-    strategy: str = setting("entropy_patch", "Selection strategy.")
+    strategy: str = setting("stratified", "Selection strategy (stratified: measured best against random on the built-in pair, README).")
     params: dict[str, Any] = setting(help="Strategy parameters, e.g. {radius: 8} (--param KEY=VALUE on the command line).", default_factory=dict)
     budget: int | None = setting(None, "Point queries in total (or per image with --per-image).")
     per_image: bool = setting(False, "The budget is per image, as in the papers.", cli=(" /--total",))

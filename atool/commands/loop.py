@@ -16,7 +16,7 @@ from atool.commands._options import STRATEGY
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Run folder: stage_k/, labels/, loop.json.")
 @click.option("--val", type=click.Path(), help="Labeled dataset scored after every stage.")
 @click.option("--stages", type=int, help="Number of stages  [default: 3]")
-@click.option("--strategy", type=STRATEGY, help="Query strategy  [default: inconsistency_ppl]")
+@click.option("--strategy", type=STRATEGY, help="Query strategy  [default: stratified]")
 @click.option("--budget", type=int, help="Points per stage (per image with --per-image)  [default: 10 per image]")
 @click.option("--per-image/--total", default=None, help="Budget per image (default) or in total.")
 @click.option("--param", "params", multiple=True, metavar="KEY=VALUE", help="Strategy parameter (repeatable).")

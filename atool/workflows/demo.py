@@ -59,7 +59,7 @@ class DemoConfig:
     train: dict[str, Any] = _train_section("TrainConfig keys shared by every training run.")
     source: dict[str, Any] = _train_section("TrainConfig keys of the source-only run.")
     advent: dict[str, Any] = _train_section("TrainConfig keys of the ADVENT (G1) run.")
-    adapt: dict[str, Any] = _train_section("TrainConfig keys of the adapt (G2) runs, one per arm.")
+    retrain: dict[str, Any] = _train_section("TrainConfig keys of the retraining on the clicks, one per arm (method: finetune unless set).")
     supervised: dict[str, Any] = _train_section("TrainConfig keys of the target-supervised upper bound.")
 
     def validate(self) -> None:
@@ -71,7 +71,7 @@ class DemoConfig:
             raise BadInput(f"demo config: data.size must be [width, height] of positive integers, got {list(d.size)!r}")
         if self.query.clicks_per_image < 1:
             raise BadInput(f"demo config: query.clicks_per_image must be a positive integer, got {self.query.clicks_per_image!r}")
-        for section, method in (("source", "source"), ("advent", "advent"), ("adapt", "adapt"), ("supervised", "source")):
+        for section, method in (("source", "source"), ("advent", "advent"), ("retrain", self.retrain.get("method", "finetune")), ("supervised", "source")):
             try:
                 build_config(TrainConfig, {**self.train, **getattr(self, section)}, {"method": method})
             except BadInput as exc:
@@ -93,7 +93,7 @@ def demo_config(overrides: DemoConfig | Mapping[str, Any] | None = None) -> Demo
         return overrides
     base = build_config(DemoConfig, default_demo_config(), label="packaged demo config")
     if overrides is not None and not isinstance(overrides, Mapping):
-        raise BadInput("the demo config must be a YAML mapping of sections (data, query, train, source, advent, adapt, supervised)")
+        raise BadInput("the demo config must be a YAML mapping of sections (data, query, train, source, advent, retrain, supervised)")
     return build_config(DemoConfig, overrides or {}, base=base, label="demo config")
 
 
@@ -102,9 +102,7 @@ def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | Mapping[str, A
     from atool.data.adapters.folder import FolderDataset
     from atool.data.synth import write_synth_pair
     from atool.runtime.backends import load_backend
-    from atool.annotate.ingest import ingest_answers
-    from atool.annotate.oracle import answer_queries
-    from atool.workflows.query import QueryConfig, query_command, query_to_file
+    from atool.workflows.rounds import run_loop
     from atool.workflows.stage import train_stage
     from atool.workflows.export import export_checked
     from atool.eval.evaluate import backend_predictor, evaluate
@@ -145,27 +143,21 @@ def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | Mapping[str, A
 
     q = cfg.query
     n_pool = len(FolderDataset(pool))
-    budget = q.clicks_per_image * n_pool
     arms = {"active": q.strategy, "random": "random"}
     clicks: dict[str, int] = {}
     for arm, strategy in arms.items():
-        stage(f"query_{arm}")
-        qfile, pseudo = out / f"queries_{arm}.json", out / f"pseudo_{arm}"
-        qcfg = QueryConfig(strategy=strategy, budget=budget, seed=seed, pseudo_out=str(pseudo), pseudo_min_confidence=q.pseudo_min_confidence)
-        log.info("[query] %s", query_command(onnx_path, pool / "images", qcfg, qfile))
-        qlist = query_to_file(onnx_path, pool / "images", qcfg, qfile)
-        clicks[arm] = int(qlist["budget"]["used"])
-        answers = out / f"answers_{arm}.json"
-        log.info("[oracle] atool oracle --queries %s --labels %s --out %s", qfile, pool / "oracle_labels", answers)
-        answer_queries(qfile, pool / "oracle_labels", answers)
-        sparse = out / f"labels_{arm}"
-        log.info("[ingest] atool ingest %s --pseudo %s --out %s", answers, pseudo, sparse)
-        ingest_answers(answers, sparse, pseudo_dir=pseudo, images_root=pool / "images")
-        done(f"query_{arm}")
-        stage(f"adapt_{arm}")
-        train_stage(f"adapt+{arm}", cfg.train, common, cfg.adapt, method="adapt", source=source, target=pool, target_labels=sparse,
-                    init=out / "advent.pt", out=out / f"adapt_{arm}.pt")
-        done(f"adapt_{arm}")
+        stage(f"arm_{arm}")
+        loop = run_loop(
+            source=source, target=pool, oracle_labels=pool / "oracle_labels", init=out / "advent.pt", out=out / f"arm_{arm}",
+            seed=seed, config={
+                "stages": 1,
+                "query": {"strategy": strategy, "budget": q.clicks_per_image, "per_image": True},
+                "train": cfg.train,
+                "retrain": cfg.retrain,
+            },
+        )
+        clicks[arm] = sum(s["queries"] for s in loop["stages"])
+        done(f"arm_{arm}")
 
     stage("supervised")
     train_stage("supervised", cfg.train, common, cfg.supervised, method="source", source=pool, source_labels=pool / "oracle_labels",
@@ -177,8 +169,8 @@ def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | Mapping[str, A
     rows = [
         ("source-only", out / "source.pt", 0),
         ("UDA (ADVENT)", out / "advent.pt", 0),
-        ("adapt+random", out / "adapt_random.pt", clicks["random"]),
-        ("adapt+active", out / "adapt_active.pt", clicks["active"]),
+        ("clicks: random", out / "arm_random" / "stage_1" / "model.pt", clicks["random"]),
+        (f"clicks: {q.strategy}", out / "arm_active" / "stage_1" / "model.pt", clicks["active"]),
         ("target-supervised", out / "supervised.pt", None),
     ]
     results = []
@@ -188,7 +180,8 @@ def run_demo(out: str | Path, seed: int = 0, config: DemoConfig | Mapping[str, A
     done("eval")
     summary = {
         "seed": seed,
-        "budget_points": budget,
+        "clicks_per_image": q.clicks_per_image,
+        "strategy": q.strategy,
         "target_images": n_pool,
         "results": results,
         "seconds": round(time.perf_counter() - t_start, 1),
@@ -207,5 +200,10 @@ def format_table(summary: dict[str, Any]) -> str:
         c = r["clicks"]
         clicks = "all" if c is None else str(c)
         lines.append(f"{r['model']:<20} {r['miou']:6.2f} {clicks:>8}")
+    arms = [r for r in summary["results"] if r["model"].startswith("clicks: ")]
+    if len(arms) == 2:
+        # The active arm is listed second; both spent the same clicks and retrained alike.
+        lines.append(f"{summary['strategy']} - random: {arms[1]['miou'] - arms[0]['miou']:+.2f} mIoU at {arms[1]['clicks']} clicks each "
+                     f"({summary['clicks_per_image']} per pool image, same retraining)")
     lines.append(f"(target_val, {summary['target_images']} pool images, seed {summary['seed']}, {summary['seconds']:.0f}s)")
     return "\n".join(lines)

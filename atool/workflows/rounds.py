@@ -45,7 +45,7 @@ class LoopConfig:
     stages: int = setting(3, "Active-learning stages (LabOR: 3).")
     query: QueryConfig = setting(
         help="QueryConfig keys of every stage's query (seed and exclude are the loop's).",
-        default_factory=lambda: QueryConfig(strategy="inconsistency_ppl", budget=10, per_image=True),
+        default_factory=lambda: QueryConfig(strategy="stratified", budget=10, per_image=True),
     )
     selector: dict[str, Any] = setting(help="TrainConfig keys of the selector runs.", default_factory=lambda: {"iters": 200}, keys=TrainConfig)
     retrain: dict[str, Any] = setting(help="TrainConfig keys of the retraining runs.", default_factory=lambda: {"iters": 200}, keys=TrainConfig)

@@ -86,7 +86,7 @@ data: {n_source: 6, n_target: 4, n_val: 3, size: [64, 32]}
 train: {batch_size: 2, crop: [64, 32], log_every: 1000}
 source: {iters: 2}
 advent: {iters: 2}
-adapt: {iters: 2}
+retrain: {iters: 2}
 supervised: {iters: 2}
 query: {clicks_per_image: 5}
 """
@@ -98,15 +98,16 @@ def test_demo_cli_runs_the_whole_loop_on_a_tiny_config(tmp_path):
     r = run_cli("demo", "--out", tmp_path / "demo", "--seed", "1", "--config", cfg)
     assert r.exit_code == 0, r.output
     table = r.output.strip().splitlines()
-    names = ["source-only", "UDA (ADVENT)", "adapt+random", "adapt+active", "target-supervised"]
+    names = ["source-only", "UDA (ADVENT)", "clicks: random", "clicks: stratified", "target-supervised"]
     rows = {line.split("  ")[0].strip(): line.split() for line in table if line.split("  ")[0].strip() in names}
     assert list(rows) == names
     # Both arms spend the same clicks: 5 per pool image.
-    assert rows["adapt+random"][-1] == rows["adapt+active"][-1] == "20"
+    assert rows["clicks: random"][-1] == rows["clicks: stratified"][-1] == "20"
+    assert any(line.startswith("stratified - random:") for line in table)
     summary = json.loads((tmp_path / "demo" / "demo_results.json").read_text())
     assert [r["model"] for r in summary["results"]] == names
     assert all(0 <= r["miou"] <= 100 for r in summary["results"])
-    for name in ["advent.onnx", "queries_active.json", "answers_random.json", "labels_active", "adapt_active.pt"]:
+    for name in ["advent.onnx", "arm_active/stage_1/queries.json", "arm_random/stage_1/answers.json", "arm_active/labels", "arm_active/stage_1/model.pt"]:
         assert (tmp_path / "demo" / name).exists(), name
 
 
@@ -116,7 +117,7 @@ def test_demo_cli_runs_the_whole_loop_on_a_tiny_config(tmp_path):
         ("qurey: {clicks_per_image: 5}\n", "unknown demo config key(s) qurey (did you mean query?)"),
         ("query: {clicks: 5}\n", "unknown demo config key(s) query.clicks"),
         ("source: {iterations: 5}\n", "source.iterations (did you mean iters?)"),
-        ("adapt: {lr: fast}\n", "lr must be float"),
+        ("retrain: {lr: fast}\n", "lr must be float"),
         ("query: {clicks_per_image: 0}\n", "positive integer"),
         ("data: {size: [64]}\n", "width, height"),
         ("data: 3\n", "mapping"),
@@ -150,7 +151,7 @@ def test_full_demo_active_beats_random(tmp_path):
     r = run_cli("demo", "--out", tmp_path / "demo", "--seed", "0")
     assert r.exit_code == 0, r.output
     results = {row["model"]: row for row in json.loads((tmp_path / "demo" / "demo_results.json").read_text())["results"]}
-    active, random = results["adapt+active"], results["adapt+random"]
+    active, random = results["clicks: stratified"], results["clicks: random"]
     assert active["clicks"] == random["clicks"] > 0
     assert active["miou"] > random["miou"]
     assert results["source-only"]["miou"] < results["target-supervised"]["miou"] - 20
