@@ -60,31 +60,33 @@ def config_path(out: Path) -> Path:
     return out.with_name(out.name[: -len(out.suffix)] + ".labelconfig.xml" if out.suffix else out.name + ".labelconfig.xml")
 
 
+def _keypoint(point: dict[str, Any], w: int, h: int, label: str | None, **extra: Any) -> dict[str, Any]:
+    """One Label Studio keypoint result at pixel (x, y); Label Studio places it by percent of the image, at the pixel centre."""
+    return {
+        "id": point["id"],
+        "type": "keypointlabels",
+        "from_name": FROM_NAME,
+        "to_name": TO_NAME,
+        "original_width": w,
+        "original_height": h,
+        "image_rotation": 0,
+        **extra,
+        "value": {
+            "x": (point["x"] + 0.5) / w * 100.0,
+            "y": (point["y"] + 0.5) / h * 100.0,
+            "width": _POINT_SIZE,
+            "keypointlabels": [] if label is None else [label],
+        },
+    }
+
+
 def to_tasks(query_list: dict[str, Any], image_root_url: str) -> list[dict[str, Any]]:
     model = query_list.get("model", {})
     version = f"atool {query_list.get('strategy', {}).get('name', '?')} {str(model.get('sha256', ''))[:12]}".strip()
     tasks = []
     for item in query_list["images"]:
         w, h = item["width"], item["height"]
-        results = [
-            {
-                "id": q["id"],
-                "type": "keypointlabels",
-                "from_name": FROM_NAME,
-                "to_name": TO_NAME,
-                "original_width": w,
-                "original_height": h,
-                "image_rotation": 0,
-                "score": q["score"],
-                "value": {
-                    "x": (q["x"] + 0.5) / w * 100.0,
-                    "y": (q["y"] + 0.5) / h * 100.0,
-                    "width": _POINT_SIZE,
-                    "keypointlabels": [q["predicted"]] if q.get("predicted") is not None else [],
-                },
-            }
-            for q in item["queries"]
-        ]
+        results = [_keypoint(q, w, h, q.get("predicted"), score=q["score"]) for q in item["queries"]]
         tasks.append(
             {
                 "data": {"image": image_root_url + quote(item["image"], safe="/"), "atool_image": item["image"]},
@@ -179,25 +181,7 @@ def read_export(tasks: list[Any]) -> AnswerSet:
 def _annotation(item: dict[str, Any], number: int) -> dict[str, Any]:
     """One image's atool answers as the Label Studio annotation an annotator would have saved."""
     w, h = item["width"], item["height"]
-    results = [
-        {
-            "id": a["id"],
-            "type": "keypointlabels",
-            "from_name": FROM_NAME,
-            "to_name": TO_NAME,
-            "original_width": w,
-            "original_height": h,
-            "image_rotation": 0,
-            "origin": "manual",
-            "value": {
-                "x": (a["x"] + 0.5) / w * 100.0,
-                "y": (a["y"] + 0.5) / h * 100.0,
-                "width": _POINT_SIZE,
-                "keypointlabels": [] if a["label"] is None else [a["label"]],
-            },
-        }
-        for a in item["answers"]
-    ]
+    results = [_keypoint(a, w, h, a["label"], origin="manual") for a in item["answers"]]
     return {"id": number, "result": results, "was_cancelled": False, "ground_truth": False}
 
 
