@@ -107,7 +107,7 @@ def test_cli_end_to_end_skips_bad_files(setup, tmp_path):
     assert q["budget"] == {"points": 40, "scope": "total", "used": 40}
     assert q["model"]["sha256"] == sha256_file(setup["model"]) and q["model"]["backend"] == "torch"
     assert q["classes"] == CLASSES
-    assert q["strategy"] == {"name": "entropy_patch", "params": {"grid_cols": 16, "grid_rows": 8, "points_per_patch": 5, "score": "mean"}, "seed": 0}
+    assert q["strategy"] == {"name": "stratified", "params": {"alpha": 0.5, "min_area": 0.002}, "seed": 0}  # the default
     assert "timings" not in q  # the file is reproducible; timings go to the log and the return value
 
 
@@ -141,7 +141,7 @@ def test_every_strategy_total_and_per_image(backend, setup, strategy):
 
 def test_per_image_top_k_is_the_papers_protocol(setup, tmp_path):
     out = tmp_path / "q.json"
-    r = invoke(["--model", setup["model"], "--images", setup["images"], "--per-image", "--top-k", 3, "--points-per-patch", 4, "--grid", "8x4", "--out", out])
+    r = invoke(["--model", setup["model"], "--images", setup["images"], "--strategy", "entropy_patch", "--per-image", "--top-k", 3, "--points-per-patch", 4, "--grid", "8x4", "--out", out])
     assert r.exit_code == 0, r.output
     q = json.loads(out.read_text())
     check_list(q, setup["images"])
@@ -149,7 +149,7 @@ def test_per_image_top_k_is_the_papers_protocol(setup, tmp_path):
     for e in q["images"]:
         scores = [p["score"] for p in e["queries"]]
         assert len(scores) == 12 and len(set(scores)) <= 3  # K = 3 patches of n = 4 points (equal scores may merge)
-    bad = invoke(["--model", setup["model"], "--images", setup["images"], "--per-image", "--top-k", 3, "--budget", 10, "--out", out])
+    bad = invoke(["--model", setup["model"], "--images", setup["images"], "--strategy", "entropy_patch", "--per-image", "--top-k", 3, "--budget", 10, "--out", out])
     assert bad.exit_code == 2 and "disagree" in bad.output
 
 
@@ -193,7 +193,7 @@ def test_labelstudio_default_out_and_url_prefix(setup, tmp_path, monkeypatch):
 def test_pseudo_labels_cover_unselected_candidates(backend, setup, tmp_path, per_image):
     pseudo = tmp_path / "pseudo"
     budget = 4 if per_image else 30
-    q = run_query(backend, setup["images"], QueryConfig(budget=budget, per_image=per_image, pseudo_out=str(pseudo), workers=2, seed=1))
+    q = run_query(backend, setup["images"], QueryConfig(strategy="entropy_patch", budget=budget, per_image=per_image, pseudo_out=str(pseudo), workers=2, seed=1))
     chosen = {e["image"]: {(p["y"], p["x"]) for p in e["queries"]} for e in q["images"]}
     total = 0
     for rel in GOOD:
