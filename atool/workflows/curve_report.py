@@ -108,7 +108,11 @@ def markdown(summary: dict[str, Any]) -> str:
     for s, entry in strategies.items():
         cells = [f"{entry['budgets'][str(b)]['mean']:.2f} ± {entry['budgets'][str(b)]['std']:.2f}" for b in budgets]
         to90 = entry["clicks_to_90"]
-        lines.append(f"| {s} | " + " | ".join(cells) + f" | {entry['auc']:.2f} | {'> ' + str(budgets[-1]) if to90 is None else f'{to90:.1f}'} |")
+        if summary["gap_target"] is None:
+            reach = "- (no full-label ceiling)"
+        else:
+            reach = f"> {budgets[-1]}" if to90 is None else f"{to90:.1f}"
+        lines.append(f"| {s} | " + " | ".join(cells) + f" | {entry['auc']:.2f} | {reach} |")
     if "random" in strategies and len(strategies) > 1:
         lines += ["", "Paired difference to random (same seeds), mIoU points, mean ± std:", "",
                   "| strategy | " + " | ".join(f"{b}" for b in budgets) + " |", "|---|" + "---:|" * len(budgets)]

@@ -74,6 +74,7 @@ def test_sweep_writes_reports_and_resumes_without_rerunning_arms(tmp_path, sweep
     assert set(summary["strategies"]["random"]["budgets"]) == {"1", "2"}
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| random |" in (out / "curve.md").read_text()
+    assert "no full-label ceiling" in (out / "curve.md").read_text(), "without a ceiling the gap is not reported as unreached"
     assert summary["strategies"]["random"]["budgets"]["2"]["clicks"] == 2 * 6  # 6 pool images
 
     import atool.workflows.rounds as rounds
