@@ -49,6 +49,10 @@ class TrainConfig:
     # adapt (active-points G2): weights of the target sparse labels
     oracle_weight: float = setting(1.0, "Loss weight of the annotated target points (adapt).")
     pseudo_weight: float = setting(1.0, "Loss weight of pseudo labels (adapt: pseudo points; self_training: pseudo CE).")
+    crop_on_labels: bool = setting(False, "Target crops always hold a labelled pixel (sparse target labels).")
+    grown_weight: float = setting(
+        0.0, "Loss mass of each click's grown region (ingest --expand), in clicks, spread over its pixels; "
+        "0: every grown pixel weighs like a click.")
     seed: int = setting(0, "Seed of initialisation, sampling and augmentation.")
     workers: int = setting(0, "Data-loader processes; 0 decodes in the training process.")
     cache: bool = setting(True, "Keep decoded images in memory (small datasets).")

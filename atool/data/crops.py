@@ -41,6 +41,39 @@ def resolve_sparse_labels(path: str | Path) -> tuple[Path, Path | None]:
     return path, None
 
 
+def _window_on_labels(
+    weight: np.ndarray, crop: tuple[int, int], rng: np.random.Generator, fallback: tuple[int, int]
+) -> tuple[int, int]:
+    """Top-left corner of a ``crop`` (h, w) window around one random labelled pixel (``weight`` > 0)."""
+    ys, xs = np.nonzero(weight > 0)
+    if ys.size == 0:
+        return fallback
+    i = int(rng.integers(0, ys.size))
+    (h, w), (ch, cw) = weight.shape, crop
+    y0 = int(rng.integers(max(0, ys[i] - ch + 1), min(ys[i], h - ch) + 1))
+    x0 = int(rng.integers(max(0, xs[i] - cw + 1), min(xs[i], w - cw) + 1))
+    return y0, x0
+
+
+def _click_share(label: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """Per pixel (float32 H x W): clicks in its grown region / grown pixels in it.
+
+    A grown region is a connected same-class set of clicked and grown pixels,
+    so adjacent superpixels grown from two clicks of one class share the mass
+    of two clicks. Summed over a region's grown pixels it gives its click count.
+    """
+    share = np.zeros(label.shape, np.float32)
+    answered = (origin == ORIGIN_EXPANDED) | (origin == ORIGIN_ORACLE)
+    for cls in np.unique(label[origin == ORIGIN_EXPANDED]):
+        count, comp = cv2.connectedComponents((answered & (label == cls)).astype(np.uint8), connectivity=8)
+        clicks = np.bincount(comp[origin == ORIGIN_ORACLE], minlength=count).astype(np.float32)
+        grown = np.bincount(comp[origin == ORIGIN_EXPANDED], minlength=count).astype(np.float32)
+        per_pixel = np.maximum(clicks, 1.0) / np.maximum(grown, 1.0)
+        mask = (origin == ORIGIN_EXPANDED) & (label == cls)
+        share[mask] = per_pixel[comp[mask]]
+    return share
+
+
 class CropDataset(Dataset):
     """Wraps a FolderDataset; each item is one random crop (and flip) of one sample."""
 
@@ -55,8 +88,19 @@ class CropDataset(Dataset):
         weights: tuple[float, float] = (1.0, 1.0),
         cache: bool = True,
         size: tuple[int, int] | None = None,
+        grown_weight: float = 0.0,
+        crop_on_labels: bool = False,
     ) -> None:
-        """``size`` (W, H): resize every image (bilinear; labels and weights nearest) before cropping."""
+        """``size`` (W, H): resize every image (bilinear; labels and weights nearest) before cropping.
+
+        ``grown_weight``: the loss mass, in clicks, of each answered point's grown
+        region (``ORIGIN_EXPANDED`` pixels), shared by its pixels; 0 gives every
+        grown pixel the weight of a click.
+        ``crop_on_labels``: every crop holds at least one labelled pixel (one drawn
+        at random, placed at a random position in the crop). With a few clicks per
+        image, a plain random crop of 1/16 of the image holds none most of the time,
+        and the batch's target loss rests on a handful of pixels.
+        """
         self.folder = folder
         self.size = tuple(size) if size else None
         self.crop_w, self.crop_h = crop
@@ -64,6 +108,8 @@ class CropDataset(Dataset):
         self.with_labels = with_labels
         self.origin_dir = origin_dir
         self.oracle_weight, self.pseudo_weight = weights
+        self.grown_weight = grown_weight
+        self.crop_on_labels = crop_on_labels
         self.cache: dict[int, tuple] | None = {} if cache else None
 
     def __len__(self) -> int:
@@ -103,7 +149,11 @@ class CropDataset(Dataset):
             weight[origin == ORIGIN_ORACLE] = self.oracle_weight
             weight[origin == ORIGIN_PSEUDO] = self.pseudo_weight
             # A click grown to its superpixel is the annotator's answer (purity-checked at ingest).
-            weight[origin == ORIGIN_EXPANDED] = self.oracle_weight
+            grown = origin == ORIGIN_EXPANDED
+            if self.grown_weight > 0 and grown.any():
+                weight[grown] = self.oracle_weight * self.grown_weight * _click_share(label, origin)[grown]
+            else:
+                weight[grown] = self.oracle_weight
         else:
             weight[label != IGNORE] = self.oracle_weight
         return weight
@@ -117,6 +167,8 @@ class CropDataset(Dataset):
         ch, cw = min(self.crop_h, h), min(self.crop_w, w)
         y0 = int(rng.integers(0, h - ch + 1))
         x0 = int(rng.integers(0, w - cw + 1))
+        if self.crop_on_labels and weight is not None:
+            y0, x0 = _window_on_labels(weight, (ch, cw), rng, (y0, x0))
         flip = self.flip and bool(rng.integers(0, 2))
         sl = (slice(y0, y0 + ch), slice(x0, x0 + cw))
 

@@ -83,6 +83,7 @@ def open_datasets(
         skipped["target"] = drop_bad_samples(folder, f"target {cfg.target}")
         target = CropDataset(
             folder, cfg.target_crop or cfg.crop, flip=cfg.flip, with_labels=m.needs_target_labels, origin_dir=origin,
-            weights=(cfg.oracle_weight, cfg.pseudo_weight), cache=cfg.cache, size=cfg.target_size,
+            weights=(cfg.oracle_weight, cfg.pseudo_weight), grown_weight=cfg.grown_weight,
+            crop_on_labels=cfg.crop_on_labels, cache=cfg.cache, size=cfg.target_size,
         )
     return source, target

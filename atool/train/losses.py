@@ -19,9 +19,11 @@ def upsample(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def seg_ce(logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | None = None) -> torch.Tensor:
     """Cross-entropy of low-res logits against a full-res int64 label (255 ignored).
 
-    With ``weight`` (N x H x W float) the loss is the weighted mean over pixels
-    with non-zero weight, so sparse labels of a few points per image count as
-    much per point as dense ones do per pixel.
+    With ``weight`` (N x H x W float) the loss is the weighted mean
+    ``sum(w * ce) / sum(w)``, so sparse labels of a few points per image count
+    as much per point as dense ones do per pixel, and a pixel's weight is its
+    share of the labelled mass (a click grown to a superpixel can weigh like
+    one click in all, not like one click per pixel).
     """
     logits = upsample(logits, tuple(label.shape[-2:]))
     if weight is None:
@@ -33,7 +35,7 @@ def seg_ce(logits: torch.Tensor, label: torch.Tensor, weight: torch.Tensor | Non
     total = weight.sum()
     if total <= 0:
         return logits.sum() * 0.0
-    return (per_pixel * weight).sum() / (weight > 0).sum()
+    return (per_pixel * weight).sum() / total
 
 
 def aux_logits(out: dict) -> list[torch.Tensor]:

@@ -1,0 +1,68 @@
+"""Loss weights of sparse target labels: clicks, pseudo labels and grown regions."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from atool.core.labels import ORIGIN_EXPANDED, ORIGIN_ORACLE
+from atool.data.crops import _click_share
+from atool.train.losses import seg_ce
+
+
+def _two_regions() -> tuple[np.ndarray, np.ndarray]:
+    """Class 1: one click grown over 9 more pixels. Class 2: two clicks whose 6-pixel regions touch."""
+    label = np.full((8, 12), 255, np.uint8)
+    origin = np.zeros((8, 12), np.uint8)
+    label[0:2, 0:5], origin[0:2, 0:5] = 1, ORIGIN_EXPANDED
+    origin[0, 0] = ORIGIN_ORACLE
+    label[5:7, 4:11], origin[5:7, 4:11] = 2, ORIGIN_EXPANDED
+    origin[5, 4] = origin[6, 10] = ORIGIN_ORACLE
+    return label, origin
+
+
+def test_click_share_gives_each_grown_region_the_mass_of_its_clicks():
+    label, origin = _two_regions()
+    share = _click_share(label, origin)
+    grown = origin == ORIGIN_EXPANDED
+    assert np.isclose(share[grown & (label == 1)].sum(), 1.0)
+    assert np.isclose(share[grown & (label == 2)].sum(), 2.0)  # two clicks share one connected region
+    assert (share[~grown] == 0).all()
+    assert np.allclose(share[grown & (label == 1)], 1.0 / 9)
+
+
+def test_click_share_splits_touching_regions_of_different_classes():
+    label, origin = _two_regions()
+    label[2, 0:5], origin[2, 0:5] = 2, ORIGIN_EXPANDED  # class 2 pixels touching the class 1 region, no click
+    share = _click_share(label, origin)
+    assert np.isclose(share[(origin == ORIGIN_EXPANDED) & (label == 1)].sum(), 1.0)
+    # A grown region without a click of its own still weighs like one click, not like one per pixel.
+    assert np.isclose(share[2, 0:5].sum(), 1.0)
+
+
+def test_seg_ce_is_the_weighted_mean():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 4, 4)
+    label = torch.randint(0, 3, (1, 4, 4))
+    per_pixel = torch.nn.functional.cross_entropy(logits, label, reduction="none")
+    weight = torch.zeros(1, 4, 4)
+    weight[0, 0, 0] = 1.0
+    weight[0, 1, :] = 0.25  # four grown pixels worth one click in all
+    expected = (per_pixel[0, 0, 0] + per_pixel[0, 1, :].sum() * 0.25) / 2.0
+    assert torch.isclose(seg_ce(logits, label, weight), expected)
+    uniform = torch.ones(1, 4, 4)
+    assert torch.isclose(seg_ce(logits, label, uniform), per_pixel.mean())
+
+
+def test_window_on_labels_holds_a_labelled_pixel():
+    from atool.data.crops import _window_on_labels
+
+    weight = np.zeros((64, 96), np.float32)
+    weight[3, 90] = 1.0
+    weight[60, 2] = 1.0
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        y0, x0 = _window_on_labels(weight, (16, 24), rng, (0, 0))
+        assert 0 <= y0 <= 64 - 16 and 0 <= x0 <= 96 - 24
+        assert weight[y0:y0 + 16, x0:x0 + 24].any()
+    assert _window_on_labels(np.zeros((8, 8), np.float32), (4, 4), rng, (1, 2)) == (1, 2)
