@@ -6,7 +6,7 @@ STAMP := $(VENV)/.atool-installed
 DEMO_OUT ?= demo_out
 SEED ?= 0
 
-.PHONY: demo test test-slow bench venv clean
+.PHONY: demo test test-slow test-integration bench venv clean
 
 venv: $(STAMP)
 
@@ -23,6 +23,11 @@ test: $(STAMP)
 
 test-slow: $(STAMP)
 	$(PY) -m pytest -q -m slow
+
+# A real Label Studio in its own .venv-labelstudio/ (installed once; see tools/labelstudio_env.sh).
+test-integration: $(STAMP)
+	bash tools/labelstudio_env.sh install
+	$(PY) -m pytest -q -m integration tests/integration
 
 bench: $(STAMP)
 	$(PY) tools/bench_query.py

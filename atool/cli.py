@@ -41,12 +41,43 @@ class _Group(click.Group):
 @click.version_option(__version__, prog_name="atool")
 @click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
 @click.option("-q", "--quiet", is_flag=True, help="Only warnings and errors.")
-def main(verbose: int, quiet: bool) -> None:
-    """Active domain adaptation for semantic segmentation."""
+@click.option(
+    "--max-image-pixels", type=click.IntRange(min=1), default=None, metavar="N",
+    help="Refuse (skip and report) images whose header declares more than N pixels, before decoding "
+    "[default: $ATOOL_MAX_IMAGE_PIXELS, else 100000000].",
+)
+@click.pass_context
+def main(ctx: click.Context, verbose: int, quiet: bool, max_image_pixels: int | None) -> None:
+    """Active domain adaptation for semantic segmentation.
+
+    An atool.yaml in the working directory gives any command's defaults, one
+    mapping per command (query: {model: m.onnx, budget: 50}); the command
+    line and --config override it.
+    """
+    from atool.core.project import project_defaults
+
+    # click hands each subcommand its own section as the options' defaults.
+    ctx.default_map = project_defaults(main.commands) or None
     level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
     logging.basicConfig(level=level, format="%(message)s", stream=sys.stderr, force=True)
+    _ignore_file_size_signal()
+    if max_image_pixels is not None:
+        # Through the environment, so decode threads and worker processes see the same limit.
+        os.environ["ATOOL_MAX_IMAGE_PIXELS"] = str(max_image_pixels)
     # Torch would otherwise take every core for intra-op threads and fight the decode workers.
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+
+
+def _ignore_file_size_signal() -> None:
+    """Past the file-size limit (ulimit -f) the kernel kills a writer with SIGXFSZ; ignored, the
+    write fails with EFBIG instead, which atool.core.io reports as one line and cleans up after."""
+    import signal
+
+    if hasattr(signal, "SIGXFSZ"):
+        try:
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        except ValueError:  # not the main thread (atool embedded): leave the host's handler
+            pass
 
 
 def _load_commands() -> None:

@@ -43,6 +43,9 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--images", type=int, default=16, help="target images to query (default 16)")
     p.add_argument("--size", type=_parse_size, default=(1024, 512), help="WxH (default 1024x512)")
     p.add_argument("--model", default="lraspp_mobilenet_v3_small", help="registered model name")
+    p.add_argument("--checkpoint", help="time this trained checkpoint (.pt) and its export (--onnx) instead of a random-init --model")
+    p.add_argument("--onnx", help="the ONNX export of --checkpoint  [default: the checkpoint's path with .onnx]")
+    p.add_argument("--workers", type=int, default=2, help="query decode threads (default 2)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--budget", type=int, default=50, help="points per image for the query run (default 50)")
     p.add_argument("--strategy", default="entropy_patch")
@@ -67,6 +70,9 @@ def _prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, Path]:
     data = work / "data"
     if not (data / "synth.json").is_file():
         write_synth_pair(data, n_source=1, n_target=args.images, n_val=1, size=args.size, seed=0)
+    if args.checkpoint:
+        onnx_given = Path(args.onnx) if args.onnx else Path(args.checkpoint).with_suffix(".onnx")
+        return data / "target_train" / "images", Path(args.checkpoint), onnx_given
     ckpt, onnx_path = work / "model.pt", work / "model.onnx"
     torch.manual_seed(0)
     model = build_model(args.model, num_classes=len(SYNTH_CLASSES)).eval()
@@ -99,7 +105,7 @@ def _bench_backend(backend, images_dir: Path, args: argparse.Namespace, work: Pa
             backend.infer(batch)
 
     cfg = QueryConfig(strategy=args.strategy, budget=args.budget, per_image=True, pseudo_out=str(work / f"pseudo_{backend.name}"),
-                      batch_size=args.batch_size)
+                      batch_size=args.batch_size, workers=args.workers)
 
     def query_all():
         return query_to_file(backend, images_dir, cfg, work / f"queries_{backend.name}.json")
@@ -152,6 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    # As `atool query` sets it (atool/commands/query.py), for inference-only and end to end alike.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     import onnxruntime
     import torch
 
@@ -172,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     torch_row, ort_row = rows
     result = {
         "size": f"{args.size[0]}x{args.size[1]}",
-        "model": args.model,
+        "model": args.checkpoint or args.model,
         "batch_size": args.batch_size,
         "budget_per_image": args.budget,
         "strategy": args.strategy,

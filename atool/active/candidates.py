@@ -146,6 +146,15 @@ class TotalSelector:
         self._prune()
         return self._parts[0]
 
+    def absorb(self, image: np.ndarray, cands: Candidates) -> None:
+        """Add candidates of several images at once (``image`` int32 (M,)): a resumed run's
+        saved choices, or another rank's. Counted as chosen before, not as offered."""
+        if self.budget == 0 or len(cands) == 0:
+            return
+        self._parts.append((np.asarray(image, dtype=np.int32), cands))
+        self._count += len(cands)
+        self._prune()
+
 
 @dataclass(frozen=True)
 class Regions:
@@ -251,6 +260,18 @@ class RegionSelector:
     def max_pixels(self) -> int:
         return int(np.floor(self.pixel_ratio * self.pixels))
 
+    def absorb(self, image: np.ndarray, regions: Regions, pixels: int) -> None:
+        """Add regions of several images at once (``image`` int32 (R,)) and their ``pixels``."""
+        self.pixels += int(pixels)
+        if len(regions) and self.budget:
+            self._parts.append((np.asarray(image, dtype=np.int32), regions))
+
+    def snapshot(self) -> tuple[np.ndarray, Regions]:
+        """(image index int32 (R,), every region kept so far)."""
+        if not self._parts:
+            return np.zeros(0, np.int32), Regions.empty()
+        return np.concatenate([p[0] for p in self._parts]), Regions.concat([p[1] for p in self._parts])
+
     def result(self) -> tuple[np.ndarray, Regions]:
         """(image index int32 (K,), chosen regions) in selection order."""
         if not self._parts:
@@ -261,4 +282,18 @@ class RegionSelector:
         return image[idx], regions.take(idx)
 
 
-__all__ = ["Candidates", "Regions", "order", "select_image", "select_regions", "TotalSelector", "RegionSelector"]
+def fields_of(items: Candidates | Regions) -> dict[str, np.ndarray]:
+    """Field name -> array: a plain form for checkpoints and for gathering across ranks."""
+    return {f: getattr(items, f) for f in (_REGION_FIELDS if isinstance(items, Regions) else _FIELDS)}
+
+
+def from_fields(kind: type, arrays: dict[str, np.ndarray]) -> Candidates | Regions:
+    """``fields_of``'s inverse; ``kind`` is Candidates or Regions (RLE counts come back as an object array)."""
+    if kind is Regions:
+        counts = np.empty(len(arrays["counts"]), dtype=object)
+        counts[:] = [str(c) for c in arrays["counts"]]
+        return Regions(**{**{f: np.asarray(arrays[f]) for f in _REGION_FIELDS if f != "counts"}, "counts": counts})
+    return Candidates(**{f: np.asarray(arrays[f]) for f in _FIELDS})
+
+
+__all__ = ["Candidates", "Regions", "fields_of", "from_fields", "order", "select_image", "select_regions", "TotalSelector", "RegionSelector"]

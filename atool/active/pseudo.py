@@ -52,6 +52,7 @@ class PseudoWriter:
     deferred: bool = False
     images: int = 0
     points: int = 0
+    spill_path: Path | None = None  # a resumable run spills here (next to its checkpoint), not to a temporary file
     _spill: object = None
     _index: list[tuple[int, str, tuple[int, int], int, int]] = field(default_factory=list)
 
@@ -71,7 +72,7 @@ class PseudoWriter:
             return
         kept = self._keep(cands, None)
         if self._spill is None:
-            self._spill = tempfile.TemporaryFile(prefix="atool-pseudo-")
+            self._spill = open(self.spill_path, "w+b") if self.spill_path is not None else tempfile.TemporaryFile(prefix="atool-pseudo-")
         rec = np.empty(len(kept), dtype=_RECORD)
         rec["x"], rec["y"], rec["c"] = kept.x, kept.y, kept.cls
         offset = self._spill.tell()
@@ -101,6 +102,22 @@ class PseudoWriter:
                 self._write_raw(rel, size, rec["x"], rec["y"], rec["c"])
         finally:
             self.close()
+
+    def state(self) -> dict:
+        """Counts and the spill's index; the spill file is flushed, so a checkpoint may point into it."""
+        if self._spill is not None:
+            self._spill.flush()
+        return {"images": self.images, "points": self.points, "spilled": self._spill.tell() if self._spill is not None else 0,
+                "index": [[i, r, list(sz), o, c] for i, r, sz, o, c in self._index]}
+
+    def restore(self, state: dict) -> None:
+        """Continue from ``state``: the spill file is cut back to what the checkpoint had seen."""
+        self.images, self.points = int(state["images"]), int(state["points"])
+        self._index = [(int(i), str(r), (int(sz[0]), int(sz[1])), int(o), int(c)) for i, r, sz, o, c in state["index"]]
+        if self.deferred and self.spill_path is not None and int(state["spilled"]):
+            self._spill = open(self.spill_path, "r+b")
+            self._spill.truncate(int(state["spilled"]))
+            self._spill.seek(0, 2)
 
     def close(self) -> None:
         if self._spill is not None:

@@ -129,14 +129,17 @@ def budget_block(
 def make_query_list(
     *, model_path: Path, backend_name: str, classes: list[str], strategy: str, params: dict[str, Any], seed: int,
     budget: dict[str, Any], entries: list[dict[str, Any]], skipped: list[dict[str, str]], stats: dict[str, int],
-    pseudo: dict[str, Any] | None = None,
+    pseudo: dict[str, Any] | None = None, model_sha256: str | None = None,
 ) -> dict[str, Any]:
-    """The ``atool.query/v1`` dict, checked against query-list.schema.json (a broken contract is a Failure: ours)."""
+    """The ``atool.query/v1`` dict, checked against query-list.schema.json (a broken contract is a Failure: ours).
+
+    ``model_sha256``: the model file's hash when the caller has it already (else it is computed here).
+    """
     query_list: dict[str, Any] = {
         "format": QUERY_FORMAT,
         "atool_version": atool.__version__,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "model": {"path": str(model_path), "sha256": sha256_file(model_path), "backend": backend_name},
+        "model": {"path": str(model_path), "sha256": model_sha256 or sha256_file(model_path), "backend": backend_name},
         "classes": classes,
         "strategy": {"name": strategy, "params": dict(params), "seed": int(seed)},
         "budget": budget,

@@ -1,6 +1,6 @@
 """The per-image state of a query run: candidates in, compact choices out, timings kept.
 
-Per image only a compact candidate list leaves ``Scan._one`` (see
+Per image only a compact candidate list leaves ``Scan.select_one`` (see
 ``atool.active.candidates``). Under a total budget the choices live in a
 bounded selector (O(budget) points, never maps); per image they are made at
 once and only the chosen points are kept.
@@ -14,7 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from atool.active.candidates import Candidates, Regions, RegionSelector, TotalSelector, select_image, select_regions
+from atool.active.candidates import (
+    Candidates, Regions, RegionSelector, TotalSelector, fields_of, from_fields, select_image, select_regions,
+)
 from atool.active.pseudo import PseudoWriter
 from atool.active.strategies import Strategy, image_rng
 from atool.core.errors import Mismatch
@@ -43,9 +45,10 @@ class Scan:
             self.selector = RegionSelector(budget, self.pixel_ratio)
         else:
             self.selector = TotalSelector(budget)
-        self.kept: list[tuple[int, Any]] = []
+        self.kept: list[tuple[np.ndarray, Any]] = []  # per image: (image index int32 (K,), chosen)
         self.sizes = np.zeros((len(rels), 2), dtype=np.int32)  # (height, width) per listed image
         self.skipped: list[dict[str, str]] = []
+        self._skip_index: list[int] = []
         self.timings = {"decode": 0.0, "decode_wait": 0.0, "infer": 0.0, "select": 0.0, "write": 0.0}
         self.processed = 0
         self.offered = 0
@@ -53,28 +56,53 @@ class Scan:
 
     def skip(self, index: int, reason: str) -> None:
         self.skipped.append({"image": self.rels[index], "reason": reason})
+        self._skip_index.append(index)
 
-    def run_batch(self, backend: Any, batch: list[Decoded]) -> None:
-        """Infer one batch of same-sized decoded images (uint8 N x H x W x 3) and select on each."""
-        self.timings["decode"] += sum(item.seconds for item in batch)
-        t0 = time.perf_counter()
-        try:
-            maps = backend.infer(np.stack([item.rgb for item in batch]))
-        except (RuntimeError, ValueError, MemoryError) as exc:
-            # One odd image (e.g. too small for the network) must not sink the run.
-            text = str(exc).strip()
-            self.infer_error = text.splitlines()[0][:200] if text else type(exc).__name__
-            for item in batch:
-                self.skip(item.index, f"inference failed: {self.infer_error}")
-            self.timings["infer"] += time.perf_counter() - t0
-            return
-        self.timings["infer"] += time.perf_counter() - t0
-        for k, item in enumerate(batch):
-            # "image" (uint8 H x W x 3 RGB): colour-aware strategies (coverage) read the pixels.
-            self._one(item, {**{name: arr[k] for name, arr in maps.items()}, "image": item.rgb})
-            item.rgb = None  # the decoded pixels are not needed past this point
+    def skipped_in_order(self) -> list[dict[str, str]]:
+        """``skipped`` in listing order, however the images were batched, resumed or sharded."""
+        order_ = sorted(range(len(self.skipped)), key=lambda k: self._skip_index[k])
+        return [self.skipped[k] for k in order_]
 
-    def _one(self, item: Decoded, maps: dict[str, np.ndarray]) -> None:
+    def state(self) -> dict[str, Any]:
+        """Everything the final list depends on, as plain arrays and numbers (O(budget) for a total
+        budget, O(chosen points) per image; never maps). ``absorb`` reads it back."""
+        if self.per_image:
+            image, chosen = self.chosen(timed=False)
+        elif self.region:
+            image, chosen = self.selector.snapshot()
+        else:
+            image, chosen = self.selector.result()
+        return {
+            "image": np.asarray(image, np.int32), "chosen": fields_of(chosen), "sizes": self.sizes.copy(),
+            "skip_index": list(self._skip_index), "skip_reason": [s["reason"] for s in self.skipped],
+            "processed": self.processed, "offered": self.offered, "excluded_pixels": self.excluded_pixels,
+            "pixel_budget": self.pixel_budget, "region_pixels": self.selector.pixels if isinstance(self.selector, RegionSelector) else 0,
+            "infer_error": self.infer_error,
+        }
+
+    def absorb(self, state: dict[str, Any]) -> None:
+        """Add a ``state`` (this run's own from a checkpoint, or another rank's) to this scan."""
+        kind = Regions if self.region else Candidates
+        image, chosen = np.asarray(state["image"], np.int32), from_fields(kind, state["chosen"])
+        if self.per_image:
+            if len(chosen):
+                self.kept.append((image, chosen))
+            self.pixel_budget += int(state["pixel_budget"])
+        elif self.region:
+            self.selector.absorb(image, chosen, int(state["region_pixels"]))
+            self.pixel_budget = self.selector.max_pixels()
+        else:
+            self.selector.absorb(image, chosen)
+        self.sizes = np.maximum(self.sizes, np.asarray(state["sizes"], np.int32))
+        for index, reason in zip(state["skip_index"], state["skip_reason"]):
+            self.skip(int(index), str(reason))
+        self.processed += int(state["processed"])
+        self.offered += int(state["offered"])
+        self.excluded_pixels += int(state["excluded_pixels"])
+        self.infer_error = self.infer_error or state["infer_error"]
+
+    def select_one(self, item: Decoded, maps: dict[str, np.ndarray]) -> None:
+        """Candidates of one decoded image from its maps (each C x H x W or H x W, plus ``image``), then the choice."""
         t0 = time.perf_counter()
         rel = self.rels[item.index]
         size = item.rgb.shape[:2]
@@ -102,7 +130,7 @@ class Scan:
         if self.per_image:
             chosen, mask = select_image(cands, self.budget)
             if len(chosen):
-                self.kept.append((item.index, chosen))
+                self.kept.append((np.full(len(chosen), item.index, np.int32), chosen))
         else:
             self.selector.add(item.index, cands)
         t1 = time.perf_counter()
@@ -135,23 +163,25 @@ class Scan:
             self.pixel_budget += allowed
             idx = select_regions(regions, self.budget, allowed)
             if idx.size:
-                self.kept.append((index, regions.take(idx)))
+                self.kept.append((np.full(idx.size, index, np.int32), regions.take(idx)))
         else:
             self.selector.add(index, regions, pixels)
             self.pixel_budget = self.selector.max_pixels()
 
-    def chosen(self) -> tuple[np.ndarray, Candidates | Regions]:
+    def chosen(self, timed: bool = True) -> tuple[np.ndarray, Candidates | Regions]:
         """(image index int32 (K,), chosen candidates or regions) over the whole run."""
         t0 = time.perf_counter()
         kind = Regions if self.region else Candidates
         if not self.per_image:
             result = self.selector.result()
         elif self.kept:
-            image = np.concatenate([np.full(len(c), i, np.int32) for i, c in self.kept])
-            result = image, kind.concat([c for _, c in self.kept])
+            # Fold the per-image parts into one, so that checkpoints stay cheap to take.
+            result = np.concatenate([i for i, _ in self.kept]), kind.concat([c for _, c in self.kept])
+            self.kept = [result]
         else:
             result = np.zeros(0, np.int32), kind.empty()
-        self.timings["select"] += time.perf_counter() - t0
+        if timed:
+            self.timings["select"] += time.perf_counter() - t0
         return result
 
 

@@ -17,6 +17,8 @@ from typing import Any
 
 from atool.ops import rle
 from atool.annotate.answers import ImageRecord, SkipReport, is_int, size_problem
+from atool.annotate.paths import answer_image_path
+from atool.data.images import max_image_pixels
 from atool.core.errors import BadInput
 
 
@@ -67,14 +69,13 @@ class Collector:
                 self.point(entry, a.x, a.y, a.label, a.id)
 
     def image(self, rel_raw: Any, width: Any, height: Any, npoints: int) -> MergedImage | None:
-        rel = safe_rel(rel_raw)
+        rel, why = answer_image_path(rel_raw, self.images_root)  # absolute, '..', symlink escape, missing
         if rel is None:
-            self.report.skip("unknown_image", str(rel_raw), "image path must be relative, inside the image root", npoints)
-            return None
-        if self.images_root is not None and not (self.images_root / rel).is_file():
-            self.report.skip("unknown_image", rel, f"no such image under {self.images_root}", npoints)
+            self.report.skip("unknown_image", str(rel_raw), why, npoints)
             return None
         problem = size_problem(width, height)
+        if problem is None and width * height > max_image_pixels():  # ingest allocates label maps of this size
+            problem = f"image size {width}x{height} is over the {max_image_pixels()}-pixel limit (ATOOL_MAX_IMAGE_PIXELS)"
         if problem is not None:
             self.report.skip("malformed", rel, problem, npoints)
             return None

@@ -54,7 +54,7 @@ from atool.annotate.expand import SuperpixelParams, expand_points, parse_expansi
 from atool.annotate.formats import QueryFormat, RawText, format_of
 from atool.annotate.formats.atool_json import dumps
 from atool.core.errors import BadInput
-from atool.core.io import atomic_write_text, read_json
+from atool.core.io import atomic_write_text, read_json, staged_outputs
 from atool.data.adapters.folder import IGNORE, read_classes
 from atool.data.images import BadImage, list_images, read_image, read_label, write_label
 
@@ -195,6 +195,8 @@ def ingest_answers(
         raise BadInput(f"pseudo-label folder {pseudo} does not exist")
 
     fmt, answer_set = read_answers(answers_path)
+    if root is not None:
+        fmt.check_images(answer_set, root, str(answers_path))
     if answer_set.classes is None and classes is None:
         raise BadInput(f"a {fmt.title} export does not carry the class list; pass it with --classes FILE (classes.txt)")
     out_classes = list(classes) if classes is not None else list(answer_set.classes or [])
@@ -206,57 +208,67 @@ def ingest_answers(
         col.add(record)
     expander = _Expander(str(expand), spec, root) if spec is not None and root is not None else None
 
-    out = Path(out_dir)
-    totals = {
-        "images": 0, "answered_images": 0, "pseudo_only_images": 0, "points": 0, "pseudo_points": 0, "regions": 0, "region_pixels": 0,
-        "expanded_pixels": 0,
-    }
-    for stem, entry in sorted(col.images.items()):
-        size = (entry.height, entry.width)
-        label = np.full(size, IGNORE, np.uint8)
-        origin = np.zeros(size, np.uint8)
+    # Staged: nothing appears under out_dir until every file is written, and a crash or a
+    # full disk leaves an earlier ingest there untouched (ingest.json is moved in last).
+    # labels/ and origin/ are replaced whole, so they must be an earlier ingest's, never a dataset's.
+    foreign = [n for n in ("labels", "origin") if (Path(out_dir) / n).exists()]
+    if foreign and not (Path(out_dir) / "ingest.json").is_file():
+        raise BadInput(f"--out {out_dir} already has {'/ and '.join(foreign)}/ that no `atool ingest` wrote (no ingest.json); "
+                       "ingest replaces them whole: give a new or empty folder")
+    with staged_outputs(out_dir, last="ingest.json") as out:
+        # Always both folders, so that an ingest with no label files replaces an earlier one's.
+        (out / "labels").mkdir()
+        (out / "origin").mkdir()
+        totals = {
+            "images": 0, "answered_images": 0, "pseudo_only_images": 0, "points": 0, "pseudo_points": 0, "regions": 0, "region_pixels": 0,
+            "expanded_pixels": 0,
+        }
+        for stem, entry in sorted(col.images.items()):
+            size = (entry.height, entry.width)
+            label = np.full(size, IGNORE, np.uint8)
+            origin = np.zeros(size, np.uint8)
+            if pseudo is not None:
+                p = _read_pseudo(pseudo, stem, size, len(out_classes), report)
+                if p is not None:
+                    has = p != IGNORE
+                    label[has], origin[has] = p[has], ORIGIN_PSEUDO
+            answered = _paint(entry, label, origin, totals)
+            if expander is not None:
+                expander.apply(entry, label, origin, answered)
+            _write_pair(out, stem, label, origin, totals)
+            totals["answered_images"] += 1
+
         if pseudo is not None:
-            p = _read_pseudo(pseudo, stem, size, len(out_classes), report)
-            if p is not None:
+            for path in list_images(pseudo):
+                rel = path.relative_to(pseudo).as_posix()
+                if not rel.lower().endswith(".png"):
+                    continue
+                stem = stem_of(rel)
+                if stem in col.images:
+                    continue
+                p = _read_pseudo(pseudo, stem, None, len(out_classes), report)
+                if p is None:
+                    continue
                 has = p != IGNORE
-                label[has], origin[has] = p[has], ORIGIN_PSEUDO
-        answered = _paint(entry, label, origin, totals)
-        if expander is not None:
-            expander.apply(entry, label, origin, answered)
-        _write_pair(out, stem, label, origin, totals)
-        totals["answered_images"] += 1
+                _write_pair(out, stem, p, np.where(has, ORIGIN_PSEUDO, ORIGIN_NONE).astype(np.uint8), totals)
+                totals["pseudo_only_images"] += 1
 
-    if pseudo is not None:
-        for path in list_images(pseudo):
-            rel = path.relative_to(pseudo).as_posix()
-            if not rel.lower().endswith(".png"):
-                continue
-            stem = stem_of(rel)
-            if stem in col.images:
-                continue
-            p = _read_pseudo(pseudo, stem, None, len(out_classes), report)
-            if p is None:
-                continue
-            has = p != IGNORE
-            _write_pair(out, stem, p, np.where(has, ORIGIN_PSEUDO, ORIGIN_NONE).astype(np.uint8), totals)
-            totals["pseudo_only_images"] += 1
-
-    atomic_write_text(out / "classes.txt", "".join(f"{c}\n" for c in out_classes))
-    summary = {
-        "format": INGEST_FORMAT,
-        "source": str(answers_path),
-        "source_format": answer_set.source_format,
-        "classes": out_classes,
-        **totals,
-        "null_answers": col.null,
-        "expansion": expander.stats if expander is not None else None,
-        "skipped_points": {k: v for k, v in sorted(report.counts.items()) if not k.startswith("pseudo")},
-        "skipped_pseudo": {k: v for k, v in sorted(report.counts.items()) if k.startswith("pseudo")},
-        "skipped": report.skipped,
-        "skipped_total": report.skipped_total,
-        "out": str(out),
-    }
-    atomic_write_text(out / "ingest.json", dumps(summary))
+        atomic_write_text(out / "classes.txt", "".join(f"{c}\n" for c in out_classes))
+        summary = {
+            "format": INGEST_FORMAT,
+            "source": str(answers_path),
+            "source_format": answer_set.source_format,
+            "classes": out_classes,
+            **totals,
+            "null_answers": col.null,
+            "expansion": expander.stats if expander is not None else None,
+            "skipped_points": {k: v for k, v in sorted(report.counts.items()) if not k.startswith("pseudo")},
+            "skipped_pseudo": {k: v for k, v in sorted(report.counts.items()) if k.startswith("pseudo")},
+            "skipped": report.skipped,
+            "skipped_total": report.skipped_total,
+            "out": str(out_dir),
+        }
+        atomic_write_text(out / "ingest.json", dumps(summary))
     _log_summary(report, summary, expander)
     return summary
 

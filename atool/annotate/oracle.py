@@ -39,6 +39,7 @@ from atool.data.images import BadImage, read_label
 from atool.ops import rle
 from atool.annotate.answers import ANSWERS_FORMAT
 from atool.annotate.formats import FORMATS, write_answers
+from atool.annotate.paths import answer_image_path
 from atool.core.errors import BadInput
 from atool.core.io import read_json, sha256_file
 from atool.core.schemas import validate
@@ -61,8 +62,13 @@ REGION_MODES = ("exact", "majority")
 
 def _region_answers(q: dict[str, Any], label: np.ndarray, classes: list[str], mode: str, counts: dict[str, int]) -> list[dict[str, Any]]:
     """Answers of one region query (see the module doc); [] when its mask is unusable."""
+    raw = q.get("mask")
+    # The size first: decoding a hostile mask of any declared size would allocate it.
+    if not isinstance(raw, dict) or raw.get("size") != [label.shape[0], label.shape[1]]:
+        counts["bad_regions"] += 1
+        return []
     try:
-        mask = rle.decode(q.get("mask"))
+        mask = rle.decode(raw)
     except BadInput:
         counts["bad_regions"] += 1
         return []
@@ -130,6 +136,9 @@ def answer_queries(
     images_out = []
     for item in qlist["images"]:
         rel = item["image"]
+        if answer_image_path(rel, None)[0] is None:  # absolute, '..', empty: never joined to the label folder
+            skipped.append({"image": str(rel), "reason": answer_image_path(rel, None)[1]})
+            continue
         label_file = labels_dir / Path(rel).with_suffix(".png")
         try:
             label = read_label(label_file)

@@ -62,8 +62,20 @@ class RegistryChoice(click.ParamType):
         return [CompletionItem(n) for n in declared_names(self.package) if n.startswith(incomplete)]
 
 
+def backend_options(f: Any) -> Any:
+    """``--backend``, ``--provider`` and ``--bench`` (``atool.runtime.select.open_backend`` reads them)."""
+    f = click.option("--bench", "bench", type=click.Path(dir_okay=False), default=None,
+                     help="Benchmark for --backend auto  [default: <model stem>.bench.json beside the model]")(f)
+    f = click.option("--provider", "provider", type=click.Choice(["cpu", "cuda", "tensorrt"]), default=None,
+                     help="onnxruntime execution provider (cuda, tensorrt); a missing one is an error, never a CPU fallback.")(f)
+    f = click.option("--backend", "backend", type=click.Choice(["auto", "torch", "onnxruntime", "tensorrt"]), default=None,
+                     help="Runtime (a file beside --model with the same stem is used if needed); auto: the fastest "
+                          "in `atool bench`'s result  [default: by the model's suffix]")(f)
+    return f
+
+
 STRATEGY = RegistryChoice("atool.active.strategies", "STRATEGIES")
 FORMAT = RegistryChoice("atool.annotate.formats", "FORMATS")
 METHOD = RegistryChoice("atool.train.methods", "METHODS")
 
-__all__ = ["SIZE", "SizeType", "RegistryChoice", "declared_names", "STRATEGY", "FORMAT", "METHOD"]
+__all__ = ["SIZE", "SizeType", "RegistryChoice", "declared_names", "backend_options", "STRATEGY", "FORMAT", "METHOD"]

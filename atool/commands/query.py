@@ -23,7 +23,7 @@ import click
 
 from atool.active.query_config import QueryConfig
 from atool.commands._oneline import OneLineCommand
-from atool.commands._options import FORMAT, STRATEGY
+from atool.commands._options import FORMAT, STRATEGY, backend_options
 from atool.core.config import dataclass_options, setting
 from atool.core.errors import BadInput
 
@@ -55,6 +55,8 @@ class QueryCommandConfig(QueryConfig):
     grid: tuple[int, int] | None = setting(None, "entropy_patch grid  [default: 16x8]", metavar="COLSxROWS")
     points_per_patch: int | None = setting(None, "entropy_patch points drawn per patch, n  [default: 5]")
     top_k: int | None = setting(None, "With --per-image: K patches per image, i.e. budget K x n.")
+    resume: bool = setting(False, "Continue a run that was cut off (its state is OUT.partial-state) without redoing finished images.")
+    checkpoint_every: int = setting(100, "Save the run's state every N images, for --resume (0: never).", metavar="N")
 
     def validate(self) -> None:
         self.params = _patch_params(self.strategy, self.params, self.grid, self.points_per_patch)
@@ -63,6 +65,8 @@ class QueryCommandConfig(QueryConfig):
 
         n = make_strategy(self.strategy, self.params).params.get("points_per_patch", 1)
         self.budget = _resolve_budget(self.budget, self.per_image, self.top_k, self.strategy, n)
+        if self.checkpoint_every < 0:
+            raise BadInput(f"--checkpoint-every must be 0 (never) or more images, got {self.checkpoint_every}")
         super().validate()
 
     def query(self) -> QueryConfig:
@@ -100,12 +104,16 @@ def _resolve_budget(budget: int | None, per_image: bool, top_k: int | None, stra
 
 
 @click.command("query", cls=OneLineCommand)
-@click.option("--model", "model", required=True, type=click.Path(dir_okay=False), help="Model file: checkpoint (.pt) or exported (.onnx, .engine).")
+@click.option("--overlays", "overlays", type=click.Path(file_okay=False), default=None,
+              help="Also write one overlay PNG per queried image here (points by score, regions, predicted labels).")
+@click.option("--model", "model", envvar="ATOOL_MODEL", type=click.Path(dir_okay=False),
+              help="Model file: checkpoint (.pt) or exported (.onnx, .engine).  [default: $ATOOL_MODEL, or query: {model: ...} in ./atool.yaml]")
 @click.option("--images", required=True, type=click.Path(file_okay=False), help="Folder of target images (searched recursively).")
 @dataclass_options(QueryCommandConfig, exclude=("params",), types={"strategy": STRATEGY, "format": FORMAT})
 @click.option("--param", "param", multiple=True, metavar="KEY=VALUE", help="Strategy parameter (repeatable), e.g. radius=8.")
 @click.option("--config", "config_path", type=click.Path(), help="YAML of the keys above (params: {KEY: VALUE}); options given here override it.")
-def command(model: str, images: str, param: tuple[str, ...], config_path: str | None, **options: Any) -> None:
+@backend_options
+def command(model: str | None, images: str, param: tuple[str, ...], config_path: str | None, **options: Any) -> None:
     """Score every image under --images and write the points to annotate.
 
     \b
@@ -115,16 +123,36 @@ def command(model: str, images: str, param: tuple[str, ...], config_path: str | 
       --per-image --budget B   B points per image: its top K = B // n patches (+ B % n points)
       --per-image --top-k K    the paper's K: B = K x n per image (K=10, n=5: 50 points)
     """
+    import os
+
+    # Decode and selection threads run beside inference: OpenMP workers that spin at their barriers
+    # would take the cores those threads need (measured: end to end 0.53 -> 0.84 of inference-only
+    # on 2 loaded cores). Read once when torch starts, so it is set before anything imports torch.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     from atool.annotate.formats import default_out
     from atool.core.config import build_config, load_yaml
     from atool.workflows.query import query_to_file
 
+    if not model:
+        raise BadInput("no model: give --model FILE, set ATOOL_MODEL=FILE, or name it in ./atool.yaml as query: {model: FILE}")
+    overlays = options.pop("overlays", None)
+    runtime = {k: options.pop(k, None) for k in ("backend", "provider", "bench")}
     preset = load_yaml(config_path) if config_path else {}
     options["params"] = parse_params(param) or None
     cfg = build_config(QueryCommandConfig, preset, options, label="query config")
     out_path = cfg.out if cfg.out is not None else str(default_out(cfg.format))
     format_options = {"image_root_url": cfg.image_root_url} if cfg.image_root_url is not None else None
-    result = query_to_file(model, images, cfg.query(), out_path, cfg.format, format_options, progress=True)
+    from atool.runtime.select import open_backend
+
+    model = open_backend(model, backend=runtime["backend"], device=cfg.device, provider=runtime["provider"], bench=runtime["bench"])
+    result = query_to_file(model, images, cfg.query(), out_path, cfg.format, format_options, progress=True,
+                           resume=cfg.resume, checkpoint_every=cfg.checkpoint_every)
+    if result["shard"]["rank"] != 0:
+        return  # under torchrun, rank 0 reports for the run
+    if overlays is not None:
+        from atool.workflows.overlays import write_overlays
+
+        click.echo(f"query: {len(write_overlays(result, images, model, overlays))} overlay pictures -> {overlays}")
     t = result["timings"]
     b = result["budget"]
     click.echo(

@@ -4,7 +4,9 @@ Layout (a plain dict, so ``torch.load(weights_only=True)`` reads it):
   format, atool_version, model {name, args}, classes, mean, std, step,
   state_dict, method_state (optimisers, discriminator...), config (resolved),
   rng (torch/numpy/python/cuda states of every rank: {"per_rank": [...],
-  "world_size", "torch"}), data (global samples consumed per batch stream).
+  "world_size", "torch"}), data (global samples consumed per batch stream),
+  runtime (torch version, device, threads, CPU capability: what bit-exactness
+  depends on, see ``atool.train.trainer.runtime_info``).
 Together, rng, data, method_state and step make resume bit-exact.
 """
 
@@ -42,6 +44,7 @@ def save_checkpoint(
     config: dict[str, Any] | None = None,
     rng: dict[str, Any] | None = None,
     data: dict[str, int] | None = None,
+    runtime: dict[str, Any] | None = None,
 ) -> Path:
     payload = {
         "format": FORMAT,
@@ -56,6 +59,7 @@ def save_checkpoint(
         "config": config or {},
         "rng": rng or {},
         "data": dict(data or {}),
+        "runtime": dict(runtime or {}),
     }
     buf = io.BytesIO()
     torch.save(payload, buf)

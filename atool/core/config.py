@@ -14,6 +14,12 @@ that class (the train-config keys of a loop's retraining). A preset lays each
 section over its default key by key. Every run writes its resolved config next
 to its outputs (``write_config``).
 
+Project defaults: an ``atool.yaml`` in the working directory maps command
+names to option keys (``query: {model: model.onnx, budget: 50}``); the CLI
+loads it (``project_defaults``) into click's ``default_map``. For options made
+by ``dataclass_options`` those values are a layer of their own, below a
+``--config`` preset: command line > ``--config`` > ``atool.yaml`` > defaults.
+
 Field metadata read here: ``help``; ``choices`` (allowed strings); ``cli``
 (extra click declarations: aliases such as ``--backbone-weights``, or
 ``" /--total"`` as a second off-switch of a bool); ``metavar``; ``show_default``
@@ -39,6 +45,7 @@ import click
 import yaml
 
 from atool.core.errors import BadInput
+from atool.core.project import PROJECT_FILE, PROJECT_LAYER, project_defaults
 
 C = TypeVar("C")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -92,6 +99,9 @@ def build_config(
     ``label`` names the config in messages ("unknown {label} key(s) ...").
     """
     values = _start(cls, base)
+    project = PROJECT_LAYER.get()
+    if project is not None and project[0] is cls and project[1]:
+        _lay(cls, values, project[1], f"{PROJECT_FILE} {label}", "", skip_none=True)
     _lay(cls, values, preset if preset is not None else {}, label, "", skip_none=False)
     _lay(cls, values, overrides if overrides is not None else {}, "option", "", skip_none=True)
     return _finish(cls, values, label, "")
@@ -365,10 +375,28 @@ def dataclass_options(
         kwargs["help"] = meta.get("help", "") + (f"  [default: {default}]" if default is not None else "")
         options.append(click.option(*decls, **kwargs))
 
+    names = [f.name for f in dataclasses.fields(cls) if f.name not in exclude and f.init]
+
     def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def with_project_layer(*args: Any, **kwargs: Any) -> Any:
+            # Values click took from atool.yaml (its default_map) become their own layer of
+            # ``build_config(cls, ...)``, so that a --config preset still overrides them.
+            ctx = click.get_current_context(silent=True)
+            project: dict[str, Any] = {}
+            if ctx is not None:
+                for name in names:
+                    if ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT_MAP:
+                        project[name], kwargs[name] = kwargs[name], None
+            token = PROJECT_LAYER.set((cls, project))
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                PROJECT_LAYER.reset(token)
+
         for option in reversed(options):
-            fn = option(fn)
-        return fn
+            with_project_layer = option(with_project_layer)
+        return with_project_layer  # type: ignore[return-value]
 
     return decorate
 
@@ -398,5 +426,5 @@ def option_args(cls: type, values: Mapping[str, Any]) -> list[str]:
 
 __all__ = [
     "TrainConfig", "build_config", "load_yaml", "config_dict", "write_config", "field", "setting",
-    "dataclass_options", "option_args", "SIZE", "SizeType",
+    "dataclass_options", "option_args", "SIZE", "SizeType", "PROJECT_FILE", "project_defaults",
 ]

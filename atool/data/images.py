@@ -3,11 +3,21 @@
 Images come back as uint8 HxWx3 RGB whatever they were on disk (grayscale,
 RGBA, 16-bit); labels as uint8 HxW. Anything unreadable raises BadImage, which
 callers either turn into an exit-2 error or skip-and-report.
+
+Decompression bombs: an image's size is read from its header (PNG IHDR, JPEG
+SOF, BMP header; other formats through Pillow's lazy open) before anything is
+decoded, and an image over ``max_image_pixels()`` (100 megapixels unless
+``ATOOL_MAX_IMAGE_PIXELS`` or ``set_max_image_pixels`` says otherwise) is
+refused with ``ImageTooLarge``, a ``BadImage``: multi-image runs skip and
+report it like any unreadable file.
 """
 
 from __future__ import annotations
 
+import io
 import os
+import struct
+import warnings
 from pathlib import Path
 from typing import Iterator
 
@@ -28,13 +38,129 @@ class BadImage(BadInput):
     """A file that does not decode as an image or label."""
 
 
-def _decode(path: Path, flags: int) -> np.ndarray:
+class ImageTooLarge(BadImage):
+    """An image whose header declares more pixels than the limit; it was not decoded."""
+
+
+DEFAULT_MAX_PIXELS = 100_000_000
+MAX_PIXELS_ENV = "ATOOL_MAX_IMAGE_PIXELS"
+_max_pixels_override: int | None = None
+
+
+def set_max_image_pixels(limit: int | None) -> None:
+    """Set the pixel limit for this process (None: back to the environment / default)."""
+    global _max_pixels_override
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise BadInput(f"the image pixel limit must be a whole number >= 1, got {limit!r}")
+    _max_pixels_override = limit
+
+
+def max_image_pixels() -> int:
+    """The largest width x height an image may declare: the override, else ``ATOOL_MAX_IMAGE_PIXELS``, else 100 M."""
+    if _max_pixels_override is not None:
+        return _max_pixels_override
+    text = os.environ.get(MAX_PIXELS_ENV, "").strip()
+    if not text:
+        return DEFAULT_MAX_PIXELS
     try:
-        data = np.fromfile(str(path), dtype=np.uint8)
+        value = int(text)
+    except ValueError:
+        try:  # 4e8 reads better than 400000000
+            number = float(text)
+            value = int(number) if number.is_integer() else 0
+        except ValueError:
+            value = 0
+    if value < 1:
+        raise BadInput(f"{MAX_PIXELS_ENV}={text!r} is not a pixel count (a whole number >= 1, e.g. 400000000)")
+    return value
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the first SOF segment of a JPEG, or None."""
+    i, n = 2, len(data)
+    while i + 4 <= n:
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        (length,) = struct.unpack(">H", data[i + 2 : i + 4])
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            if i + 9 > n:
+                return None
+            height, width = struct.unpack(">HH", data[i + 5 : i + 9])
+            return width, height
+        if length < 2:
+            return None
+        i += 2 + length
+    return None
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) an encoded image declares in its header, without decoding pixels; None if unknown."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        if len(data) >= 24 and data[12:16] == b"IHDR":
+            return struct.unpack(">II", data[16:24])
+        return None
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_size(data)
+    if data[:2] == b"BM" and len(data) >= 26:
+        (dib,) = struct.unpack("<I", data[14:18])
+        if dib == 12:
+            return struct.unpack("<HH", data[18:22])
+        width, height = struct.unpack("<ii", data[18:26])
+        return abs(width), abs(height)
+    from PIL import Image
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's own bomb warning: the limit is ours
+            with Image.open(io.BytesIO(data)) as im:  # lazy: reads the header only
+                return int(im.size[0]), int(im.size[1])
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLarge(f"image declares a size over Pillow's bomb limit ({exc})") from None
+    except Exception:  # noqa: BLE001 - Pillow raises many types for unknown data; the decoder reports it
+        return None
+
+
+def check_pixels(path: Path, data: bytes) -> None:
+    """Refuse (ImageTooLarge) an image whose header declares more than ``max_image_pixels()`` pixels."""
+    try:
+        size = header_size(data)
+    except ImageTooLarge as exc:
+        raise ImageTooLarge(f"{path}: {exc}; not decoded") from None
+    if size is None:
+        return  # no header we know: OpenCV reports it as undecodable, or decodes it under its own 1 G cap
+    width, height = size
+    limit = max_image_pixels()
+    if width * height > limit:
+        raise ImageTooLarge(
+            f"{path}: {width}x{height} is {width * height / 1e6:.0f} megapixels, over the limit of "
+            f"{limit / 1e6:g} megapixels; not decoded (raise the limit with atool --max-image-pixels N or {MAX_PIXELS_ENV}=N)"
+        )
+
+
+def read_bytes_checked(path: str | os.PathLike) -> bytes:
+    """A file's bytes, after ``check_pixels``; BadImage when unreadable, empty or too large."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
     except OSError as exc:
-        raise BadImage(f"{path}: cannot read file ({exc.strerror})") from None
-    if data.size == 0:
+        raise BadImage(f"{path}: cannot read file ({exc.strerror or exc})") from None
+    if not data:
         raise BadImage(f"{path}: file is empty")
+    check_pixels(path, data)
+    return data
+
+
+def _decode(path: Path, flags: int) -> np.ndarray:
+    data = np.frombuffer(read_bytes_checked(path), dtype=np.uint8)
     arr = cv2.imdecode(data, flags)
     if arr is None:
         raise BadImage(f"{path}: not a decodable image (corrupt, truncated or not an image)")

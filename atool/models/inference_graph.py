@@ -8,7 +8,10 @@ the same function and the host does no per-pixel work beyond decoding.
 Outputs (float32):
   ``prob``     N x C x H x W softmax at input resolution
   ``entropy``  N x H x W pixel entropy divided by log(C), in [0, 1]
-  ``head1``/``head2`` N x C x H x W selector-head softmaxes, when the model has heads
+  ``head1``/``head2`` N x C x H x W selector-head softmaxes, when the model has heads;
+               computed at the model's output stride and upsampled nearest-neighbour
+               (one value per stride cell), which keeps a shared-backbone selector
+               within ~1.15-1.3x of the plain model's cost (README, tools/bench_graph.py)
   ``gap``      N x H x W domain gap, 1 - cosine(feature, source prototype of the
                predicted class), in [0, 2], when source prototypes are given
                (``atool.models.features.gap_map``; features come from a hook on
@@ -25,9 +28,32 @@ import torch.nn.functional as F
 
 from atool.models.features import capture_features, gap_map
 from atool.ops.normalize import normalization, normalize
-from atool.ops.uncertainty_torch import inv_log_classes, prob_and_entropy
+from atool.ops.uncertainty_torch import inv_log_classes
 
 INPUT_NAME = "image"
+
+
+def softmax_entropy(logits: torch.Tensor, dim: int, inv_log_c: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Softmax over ``dim`` and, unless ``inv_log_c`` is None, the entropy ``-sum P log P * inv_log_c``.
+
+    ``logits``: float, classes along ``dim`` (N x C x H x W, or N x K x C x H x W
+    for K stacked heads). Written as max/exp/sum instead of ``log_softmax``
+    because the exported ``LogSoftmax``/``Softmax`` over the channel axis of an
+    NCHW tensor is slow in onnxruntime's CPU provider (it transposes the whole
+    map to put the axis last and back: 63% of the adapted model's time at
+    1024x512), while ReduceMax/Exp/ReduceSum stream over the tensor as laid
+    out. With ``z = x - max``, ``s = sum exp z``: ``P = exp z / s`` and
+    ``H = log s - sum P z`` (since ``log P = z - log s`` and ``sum P = 1``),
+    finite everywhere without an epsilon, as ``log_softmax`` was.
+    """
+    z = logits - logits.amax(dim=dim, keepdim=True)
+    e = z.exp()
+    s = e.sum(dim=dim, keepdim=True)
+    prob = e / s
+    if inv_log_c is None:
+        return prob, None
+    entropy = (s.log() - (prob * z).sum(dim=dim, keepdim=True)).squeeze(dim) * inv_log_c
+    return prob, entropy
 
 
 class DeployModel(nn.Module):
@@ -57,11 +83,18 @@ class DeployModel(nn.Module):
         with capture_features(self.model) if self.with_gap else contextlib.nullcontext([]) as feats:
             out = self.model(x)
         logits = F.interpolate(out["out"], size=size, mode="bilinear", align_corners=False)
-        prob, entropy = prob_and_entropy(logits, self.inv_log_c)
+        prob, entropy = softmax_entropy(logits, 1, self.inv_log_c)
         results = [prob, entropy]
         if self.heads:
-            for head in out["heads"]:
-                results.append(F.softmax(F.interpolate(head, size=size, mode="bilinear", align_corners=False), dim=1))
+            # The heads share the backbone pass. Their softmax runs at the model's
+            # output stride and the probabilities are upsampled nearest-neighbour
+            # straight into the outputs: no full-resolution softmax, Resize or Split
+            # for them. Upsampling their logits bilinearly and normalising at full
+            # resolution made the selector cost 1.7-2.5x the plain model at 1024x512.
+            head1, head2 = (
+                F.interpolate(softmax_entropy(h, 1, None)[0], size=size, mode="nearest") for h in out["heads"]
+            )
+            results += [head1, head2]
         if self.with_gap:
             results.append(gap_map(feats[0], prob, self.prototypes))
         return tuple(results)

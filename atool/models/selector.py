@@ -37,6 +37,8 @@ from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
+from torchvision.models.segmentation.lraspp import LRASPPHead
 
 from atool.core.errors import BadInput
 from atool.models import MODELS
@@ -144,7 +146,7 @@ class SelectorModel(nn.Module):
 
     def head_logits(self, feats: Any) -> list[torch.Tensor]:
         """[head1, head2] logits, each N x C x h x w."""
-        return [head(feats) for head in self.heads]
+        return [_lraspp_logits(head, feats) if isinstance(head, LRASPPHead) else head(feats) for head in self.heads]
 
     def main_logits(self, x: torch.Tensor, feats: Any = None) -> torch.Tensor:
         """The adapted model's logits N x C x h x w (``feats`` reuses a shared trunk pass)."""
@@ -164,6 +166,20 @@ class SelectorModel(nn.Module):
             feats = self.features(x)
         result["heads"] = self.head_logits(feats)
         return result
+
+
+def _lraspp_logits(head: LRASPPHead, feats: dict[str, torch.Tensor]) -> torch.Tensor:
+    """``head(feats)`` with the 1x1 ``high_classifier`` applied before the bilinear upsampling, not after.
+
+    Both are linear and bilinear weights sum to one, so the two orders give the
+    same logits (up to rounding), but this one upsamples C channels instead of
+    the 128 intermediate ones: part of keeping a shared-backbone selector's
+    query within 1.15x of the plain model's (issue 10).
+    """
+    low, high = feats["low"], feats["high"]
+    x = head.cbr(high) * head.scale(high)
+    up = F.interpolate(head.high_classifier(x), size=low.shape[-2:], mode="bilinear", align_corners=False)
+    return head.low_classifier(low) + up
 
 
 @MODELS.register("selector")

@@ -96,15 +96,7 @@ def decode(rle: Any) -> np.ndarray:
     if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in size)):
         raise BadInput(f"RLE size must be [height, width] (whole numbers), got {size!r}")
     h, w = size
-    raw = rle["counts"]
-    if isinstance(raw, str):
-        counts = string_to_counts(raw)
-    elif isinstance(raw, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
-        counts = np.asarray(raw, dtype=np.int64)
-    else:
-        raise BadInput("RLE counts must be a COCO string or a list of whole numbers")
-    if (counts < 0).any():
-        raise BadInput("RLE counts must not be negative")
+    counts = _counts(rle["counts"])
     if int(counts.sum()) != h * w:
         raise BadInput(f"RLE counts cover {int(counts.sum())} pixels but size {h}x{w} has {h * w}")
     values = (np.arange(counts.size) % 2).astype(bool)
@@ -112,10 +104,28 @@ def decode(rle: Any) -> np.ndarray:
     return flat.reshape((h, w), order="F")
 
 
+def _counts(raw: Any) -> np.ndarray:
+    """int64 run lengths of RLE ``counts`` (COCO string or list); anything else, or a negative or
+    out-of-range run, is BadInput (answer files are untrusted input)."""
+    try:
+        if isinstance(raw, str):
+            counts = string_to_counts(raw)
+        elif isinstance(raw, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in raw):
+            counts = np.asarray(raw, dtype=np.int64)
+        else:
+            raise BadInput("RLE counts must be a COCO string or a list of whole numbers")
+    except OverflowError:
+        raise BadInput("RLE counts hold a run too long for any image") from None
+    if (counts < 0).any():
+        raise BadInput("RLE counts must not be negative")
+    return counts
+
+
 def area(rle: dict[str, Any]) -> int:
-    """Pixels set in an RLE mask, without decoding it."""
-    raw = rle["counts"]
-    counts = string_to_counts(raw) if isinstance(raw, str) else np.asarray(raw, dtype=np.int64)
+    """Pixels set in an RLE mask, without decoding it (malformed counts are BadInput)."""
+    if not isinstance(rle, dict) or "counts" not in rle:
+        raise BadInput("an RLE mask is an object with size [h, w] and counts")
+    counts = _counts(rle["counts"])
     return int(counts[1::2].sum())
 
 

@@ -145,6 +145,73 @@ def format_report(report: dict[str, Any]) -> str:
     return line + f"argmax agreement = {pct:.3f}% over {report['pixels']} pixels"
 
 
+def top_points(entropy: np.ndarray, k: int) -> list[set[int]]:
+    """Per image, the flat indices of the ``k`` highest-entropy pixels: float N x H x W -> N sets.
+
+    A backend-level stand-in for "the points a query would choose" (the
+    strategies live above ``runtime``): uncertainty selection ranks pixels by
+    these maps, so two backends agreeing here choose the same points.
+    """
+    flat = entropy.reshape(entropy.shape[0], -1)
+    k = min(k, flat.shape[1])
+    # Stable sort on -entropy: ties resolved by position, as the query does.
+    return [set(np.argsort(-row, kind="stable")[:k].tolist()) for row in flat]
+
+
+def compare_engine(reference: Backend, candidate: Backend, batches: Sequence[np.ndarray], points: int = 50) -> dict[str, Any]:
+    """``compare_backends`` plus ``points_agreement``: the mean share of the ``points`` top-entropy pixels per image both pick."""
+    report = compare_backends(reference, candidate, batches)
+    shares = []
+    for batch in batches:
+        a, b = top_points(reference.infer(batch)["entropy"], points), top_points(candidate.infer(batch)["entropy"], points)
+        shares += [len(x & y) / max(1, len(x)) for x, y in zip(a, b)]
+    report["points"] = points
+    report["points_agreement"] = float(np.mean(shares)) if shares else 1.0
+    return report
+
+
+def verify_engine(
+    onnx_path: str | os.PathLike,
+    engine_path: str | os.PathLike,
+    *,
+    sample_size: tuple[int, int] = (256, 128),
+    min_agreement: float = 0.99,
+) -> dict[str, Any]:
+    """Compare a TensorRT engine against onnxruntime on its ONNX model (the engine's source).
+
+    Reduced precision moves probabilities by ~1e-3 (fp16) to ~1e-2 (int8), so
+    max |dprob| is reported, not gated; the export fails (Failure) only when
+    the argmax class agrees on fewer than ``min_agreement`` of the pixels.
+    onnxruntime runs on CUDA when its CUDA provider is there, else the CPU.
+    """
+    from atool.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from atool.runtime.backends.tensorrt_backend import TensorRTBackend
+
+    import onnxruntime
+
+    device = "cuda" if "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu"
+    candidate = TensorRTBackend(Path(engine_path))
+    reference = OnnxRuntimeBackend(Path(onnx_path), device=device)
+    lo, hi = candidate._limits
+    width = min(max(int(sample_size[0]), lo[2]), hi[2])
+    height = min(max(int(sample_size[1]), lo[1]), hi[1])
+    batches = [b for b in sample_batches((width, height)) if all(a <= s <= z for a, s, z in zip(lo, b.shape, hi))]
+    if not batches:
+        raise Failure(f"no parity sample fits the engine's profile {lo} .. {hi}")
+    report = compare_engine(reference, candidate, batches)
+    if report["argmax_agreement"] < min_agreement:
+        raise Failure(
+            f"parity check failed, tensorrt vs onnxruntime: argmax agreement {100 * report['argmax_agreement']:.3f}% "
+            f"< {100 * min_agreement:.1f}% (max |dprob| = {report['max_abs_prob_diff']:.3g}); the engine does not reproduce the model"
+        )
+    return report
+
+
+def format_engine_report(report: dict[str, Any]) -> str:
+    """``format_report`` plus the chosen-points agreement."""
+    return format_report(report) + f", top-{report['points']} entropy points agreement = {100 * report['points_agreement']:.1f}%"
+
+
 def verify_export(
     checkpoint: str | os.PathLike,
     onnx_path: str | os.PathLike,

@@ -72,6 +72,27 @@ def poly_lr_factor(step: int, iters: int, power: float, warmup_iters: int = 0) -
     return max(0.0, 1 - step / max(iters, 1)) ** power
 
 
+def runtime_info(device: torch.device) -> dict[str, Any]:
+    """What decides the floating-point results besides the config and seed (recorded with every run).
+
+    On CPU a run is bit-exact only against a run with the same torch version, kernel set (CPU
+    capability) and intra-op thread count: reductions are split by thread, so 1 and 2 threads
+    already differ in the last bits after a few steps, and training amplifies that.
+    """
+    info: dict[str, Any] = {
+        "torch": str(torch.__version__),  # a TorchVersion, which weights_only loading refuses
+        "device": device.type,
+        "threads": torch.get_num_threads(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+    }
+    if device.type == "cpu":
+        info["cpu_capability"] = str(torch.backends.cpu.get_cpu_capability())
+    else:
+        info["gpu"] = str(torch.cuda.get_device_name(device))
+        info["cudnn_deterministic"] = bool(torch.backends.cudnn.deterministic)
+    return info
+
+
 def rng_state(device: torch.device) -> dict[str, Any]:
     """Every RNG a training step may draw from, in a form ``torch.load(weights_only=True)`` reads."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
@@ -154,6 +175,18 @@ class Trainer:
         return prec
 
     def run(self) -> dict[str, Any]:
+        if self.device.type != "cpu":
+            return self._run()
+        # On CPU every op atool uses has a deterministic kernel: the flag costs nothing and makes a
+        # future op without one say so (a warning) instead of silently breaking bit-exact resume.
+        before = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            return self._run()
+        finally:
+            torch.use_deterministic_algorithms(before[0], warn_only=before[1])
+
+    def _run(self) -> dict[str, Any]:
         cfg, dist = self.cfg, self.dist
         _seed_all(cfg.seed)  # same on every rank: identical model and discriminator initialisation
         net, model_name, model_args = self._model()
@@ -184,10 +217,10 @@ class Trainer:
 
         src_iter = stream(self.source, "source", cfg.seed)
         tgt_iter = stream(self.target, "target", cfg.seed + 1)
-        if dist.is_main:
-            write_config(cfg, out.with_suffix(".yaml"))
+        config_written = False
 
         def save(at: int) -> None:
+            nonlocal config_written
             states = ddp.gather_objects(rng_state(self.device))  # a collective: every rank takes part
             if not dist.is_main:
                 return
@@ -198,8 +231,13 @@ class Trainer:
                 out, model=net, model_name=model_name, model_args=model_args, classes=self.classes, step=at,
                 method_state=method_state, config=config_dict(cfg),
                 rng={"per_rank": states, "world_size": dist.world_size, "torch": states[0]["torch"]},
-                data={k: int(v) for k, v in consumed.items()},
+                data={k: int(v) for k, v in consumed.items()}, runtime=runtime_info(self.device),
             )
+            if not config_written:
+                # After the checkpoint, never before: a run that dies (kill, full disk) before
+                # its first checkpoint leaves OUT and its .yaml describing the same earlier run.
+                write_config(cfg, out.with_suffix(".yaml"))
+                config_written = True
 
         stop = cfg.iters if not cfg.stop_after else min(cfg.iters, step + cfg.stop_after)
         show_bar = dist.is_main and (cfg.progress if cfg.progress is not None else sys.stderr.isatty())
@@ -252,6 +290,7 @@ class Trainer:
             "world_size": dist.world_size,
             "rank": dist.rank,
             "precision": method.precision.name,
+            "runtime": runtime_info(self.device),
             "skipped": {k: [{"id": i, "reason": r} for i, r in v] for k, v in self.skipped.items() if v},
         }
         if step < cfg.iters:

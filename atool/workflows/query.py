@@ -16,7 +16,8 @@ import shlex
 import time
 from typing import Any
 
-from atool.active.query import QueryConfig, query_list_only, run_query
+from atool.active.query import CHECKPOINT_EVERY, QueryConfig, query_list_only, run_query, state_path
+from atool.active.resume import Checkpoint
 from atool.core.config import option_args
 from atool.core.errors import BadInput
 
@@ -42,26 +43,35 @@ def check_format(cfg: QueryConfig, fmt: str, format_options: dict[str, Any] | No
 
 def query_to_file(
     model: Any, images: str | os.PathLike, cfg: QueryConfig, out: str | os.PathLike, fmt: str = "json",
-    format_options: dict[str, Any] | None = None, *, progress: bool = False,
+    format_options: dict[str, Any] | None = None, *, progress: bool = False, resume: bool = False,
+    checkpoint_every: int = CHECKPOINT_EVERY,
 ) -> dict[str, Any]:
     """Run the query and write its list to ``out`` in format ``fmt`` (options: ``format_options``).
 
     ``model``: a model file or a loaded ``Backend``; ``images``: the folder
-    scanned. Returns ``run_query``'s result, its ``timings`` including the
-    writing, plus ``written`` (every path written, as text).
+    scanned. The run's state is saved to ``<out>.partial-state`` every
+    ``checkpoint_every`` images (0: never) and removed once the list is
+    written; ``resume`` continues from it. Under torchrun only rank 0 writes.
+    Returns ``run_query``'s result, its ``timings`` including the writing,
+    plus ``written`` (every path written, as text; empty on ranks other than 0).
     """
     from atool.annotate.formats import write_query_list
 
     check_format(cfg, fmt, format_options)
-    result = run_query(model, images, cfg, progress=progress)
+    result = run_query(model, images, cfg, progress=progress, checkpoint_to=out if checkpoint_every > 0 or resume else None,
+                       resume=resume, checkpoint_every=checkpoint_every)
     t0 = time.perf_counter()
-    written = write_query_list(query_list_only(result), out, fmt, format_options)
+    shard = result["shard"]
+    written = write_query_list(query_list_only(result), out, fmt, format_options) if shard["rank"] == 0 else []
+    # Only once the list is in place: a crash before this line resumes from the state.
+    Checkpoint(state_path(out, shard["rank"], shard["world"]), {}, 0).remove()
     seconds = time.perf_counter() - t0
     timings = result["timings"]
     timings["write"] = round(timings["write"] + seconds, 4)
     timings["total"] = round(timings["total"] + seconds, 4)
     result["written"] = [str(p) for p in written]
-    log.info("query: %d queries -> %s", result["budget"]["used"], ", ".join(result["written"]))
+    if written:
+        log.info("query: %d queries -> %s", result["budget"]["used"], ", ".join(result["written"]))
     return result
 
 

@@ -241,7 +241,7 @@ def test_ingest_bad_input_one_line(world):
     out = str(world["root"] / "o")
     assert "not valid JSON" in one_line_exit_2(CliRunner().invoke(ingest_command, [str(bad), "--out", out]))
     bad.write_text("42")
-    assert "expected atool.answers/v1" in one_line_exit_2(CliRunner().invoke(ingest_command, [str(bad), "--out", out]))
+    assert "atool.answers/v1 (from `atool oracle`)" in one_line_exit_2(CliRunner().invoke(ingest_command, [str(bad), "--out", out]))
     bad.write_text('{"format": "something"}')
     one_line_exit_2(CliRunner().invoke(ingest_command, [str(bad), "--out", out]))
     bad.write_text('{"format": "atool.answers/v1", "classes": [], "images": []}')
@@ -297,5 +297,5 @@ def test_oracle_cli_format_labelstudio_then_ingest(world):
     for stem in ("a.png", "sub/b.png"):
         assert np.array_equal(read_label(root / "from_ls" / "labels" / stem), read_label(root / "from_json" / "labels" / stem))
     assert json.loads((root / "from_ls" / "ingest.json").read_text())["source_format"] == "labelstudio"
-    line = one_line_exit_2(CliRunner().invoke(oracle_command, ["--queries", str(world["queries"]), "--labels", str(world["gt"]), "--format", "cvat"]))
+    line = one_line_exit_2(CliRunner().invoke(oracle_command, ["--queries", str(world["queries"]), "--labels", str(world["gt"]), "--format", "nosuchtool"]))
     assert "valid:" in line and "labelstudio" in line

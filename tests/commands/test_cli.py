@@ -57,7 +57,7 @@ def test_eval_cli_table_and_json(synth_pair, tiny_checkpoint):
     assert r.exit_code == 0, r.output
     assert "mIoU" in r.output and "road" in r.output
     r = run_cli("eval", "--checkpoint", tiny_checkpoint, "--data", synth_pair / "target_val", "--json")
-    data = json.loads(r.output)
+    data = json.loads(r.stdout)
     assert 0 <= data["miou"] <= 100 and set(data["iou"]) >= {"road", "sky"}
     assert data["pixels"] == 4 * 64 * 32
 

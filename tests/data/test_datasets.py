@@ -356,7 +356,7 @@ def test_eval_cli_on_cityscapes(tmp_path, cs19_checkpoint):
     _write_cityscapes(root, "val", np.random.default_rng(7), n=2, size=(64, 32))
     r = run_cli("eval", "--checkpoint", cs19_checkpoint, "--data", f"cityscapes:{root}", "--json")
     assert r.exit_code == 0, r.output
-    out = json.loads(r.output)
+    out = json.loads(r.stdout)
     assert out["images"] == 2 and set(out["iou"]) == set(CLASSES_19)
     assert {"miou", "miou_16", "miou_13"} <= set(out)
     r = run_cli("eval", "--checkpoint", cs19_checkpoint, "--data", root)  # auto-detected

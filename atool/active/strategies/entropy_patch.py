@@ -38,10 +38,15 @@ def patch_scores(ent: np.ndarray, cols: int, rows: int, mode: str) -> tuple[np.n
     """
     h, w = ent.shape
     xe, ye = grid_edges(w, cols), grid_edges(h, rows)
-    # A summed-area table makes every patch sum four lookups, whatever the grid.
-    table = np.zeros((h + 1, w + 1), dtype=np.float64)
-    np.cumsum(np.cumsum(ent, axis=0, dtype=np.float64), axis=1, out=table[1:, 1:])
-    total = table[np.ix_(ye[1:], xe[1:])] - table[np.ix_(ye[:-1], xe[1:])] - table[np.ix_(ye[1:], xe[:-1])] + table[np.ix_(ye[:-1], xe[:-1])]
+    if np.all(np.diff(xe) > 0) and np.all(np.diff(ye) > 0):
+        # Every patch has pixels: two reductions, several times cheaper than a summed-area table
+        # (this runs once per image in the query pipeline, beside inference).
+        total = np.add.reduceat(np.add.reduceat(ent, ye[:-1], axis=0, dtype=np.float64), xe[:-1], axis=1)
+    else:
+        # A summed-area table makes every patch sum four lookups, whatever the grid.
+        table = np.zeros((h + 1, w + 1), dtype=np.float64)
+        np.cumsum(np.cumsum(ent, axis=0, dtype=np.float64), axis=1, out=table[1:, 1:])
+        total = table[np.ix_(ye[1:], xe[1:])] - table[np.ix_(ye[:-1], xe[1:])] - table[np.ix_(ye[1:], xe[:-1])] + table[np.ix_(ye[:-1], xe[:-1])]
     area = np.diff(ye)[:, None] * np.diff(xe)[None, :]
     if mode == "sum":
         return total, area, xe, ye

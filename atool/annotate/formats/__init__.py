@@ -73,6 +73,11 @@ class QueryFormat:
         exports them; return every path written. Answers the format cannot carry are BadInput."""
         raise NotImplementedError
 
+    def check_images(self, answers: AnswerSet, images_root: Path, source: str) -> None:
+        """BadInput when the export contradicts the images under ``images_root`` in a way the format
+        makes fatal (CVAT, COCO: image sizes). Default: nothing; ingest's collector skips and reports."""
+        return None
+
 
 FORMATS: Registry[type[QueryFormat]] = Registry("query-list format")
 

@@ -16,10 +16,15 @@ Answers come back as Label Studio's JSON export: the same tasks, each with
 counts (by updated_at, then created_at, then id, then position); each of its
 ``keypointlabels`` results is one point answer, at pixel floor(x% / 100 * W)
 (clamped to the last pixel), labeled with its one class, or null when it
-lists none. The image is ``data.atool_image``, else the path in
+lists none. Each ``brushlabels`` result (Label Studio's brush RLE, see
+atool/annotate/labelstudio/brush.py) is one region answer: its mask as COCO
+RLE, its one class (or null), and its first pixel in row-major order as the
+point. The image is ``data.atool_image``, else the path in
 ``data.image`` (after the local-files prefix, or the URL's path). The export
-carries no class list, so ingest needs ``--classes``. Region answers have no
-keypoint form: this format carries points only.
+carries no class list, so ingest needs ``--classes``. Writing region queries
+as a task file is ``atool labelstudio push``'s job (it needs the server's
+document root); this format writes point queries only, and the labeling
+config names both tools, so a project made from it accepts either.
 """
 
 from __future__ import annotations
@@ -30,13 +35,18 @@ from typing import Any
 from urllib.parse import quote, unquote, urlparse
 from xml.sax.saxutils import quoteattr
 
+import numpy as np
+
 from atool.annotate.answers import Answer, AnswerSet, ImageRecord, SkipReport, is_num, size_problem
 from atool.annotate.formats import FORMATS, QueryFormat
 from atool.annotate.formats.atool_json import dumps
+from atool.annotate.labelstudio import brush
 from atool.core.errors import BadInput
 from atool.core.io import atomic_write_text
+from atool.ops import rle
 
 FROM_NAME = "kp"
+BRUSH_NAME = "brush"
 TO_NAME = "image"
 LOCAL_FILES_PREFIX = "/data/local-files/?d="
 # Label Studio draws a keypoint as a circle of this diameter, in percent of the image width.
@@ -44,14 +54,17 @@ _POINT_SIZE = 0.5
 
 
 def label_config(classes: list[str]) -> str:
-    """The Label Studio labeling config matching the tasks' from_name/to_name."""
+    """The Label Studio labeling config: keypoints (``kp``) and brush masks (``brush``) on ``image``, one label per class."""
     labels = "\n".join(f"    <Label value={quoteattr(name)}/>" for name in classes)
     return (
         "<View>\n"
-        f'  <Image name="{TO_NAME}" value="$image"/>\n'
+        f'  <Image name="{TO_NAME}" value="$image" zoom="true"/>\n'
         f'  <KeyPointLabels name="{FROM_NAME}" toName="{TO_NAME}">\n'
         f"{labels}\n"
         "  </KeyPointLabels>\n"
+        f'  <BrushLabels name="{BRUSH_NAME}" toName="{TO_NAME}">\n'
+        f"{labels}\n"
+        "  </BrushLabels>\n"
         "</View>\n"
     )
 
@@ -80,6 +93,9 @@ def _keypoint(point: dict[str, Any], w: int, h: int, label: str | None, **extra:
     }
 
 
+keypoint_result = _keypoint  # push builds the same results
+
+
 def to_tasks(query_list: dict[str, Any], image_root_url: str) -> list[dict[str, Any]]:
     model = query_list.get("model", {})
     version = f"atool {query_list.get('strategy', {}).get('name', '?')} {str(model.get('sha256', ''))[:12]}".strip()
@@ -96,7 +112,7 @@ def to_tasks(query_list: dict[str, Any], image_root_url: str) -> list[dict[str, 
     return tasks
 
 
-def _task_image(task: dict[str, Any]) -> Any:
+def task_image(task: dict[str, Any]) -> Any:
     data = task.get("data")
     if not isinstance(data, dict):
         return None
@@ -110,7 +126,7 @@ def _task_image(task: dict[str, Any]) -> Any:
     return unquote(urlparse(url).path).lstrip("/") or None
 
 
-def _latest_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
+def latest_annotation(task: dict[str, Any]) -> dict[str, Any] | None:
     """The newest annotation that was not cancelled (by updated_at, then created_at, then id, then position)."""
     anns = task.get("annotations")
     if not isinstance(anns, list):
@@ -146,6 +162,29 @@ def _point_answer(r: dict[str, Any], rel: str, width: int, height: int, report: 
     return Answer(qid, x, y, names[0] if names else None)
 
 
+def _brush_answer(r: dict[str, Any], rel: str, width: int, height: int, report: SkipReport) -> Answer | None:
+    """One brush result as a region answer (COCO RLE mask, first painted pixel), or None (skipped and counted)."""
+    value, qid = r.get("value"), r.get("id")
+    names = value.get("brushlabels") if isinstance(value, dict) else None
+    if not isinstance(value, dict) or value.get("format", "rle") != "rle" or not isinstance(names, list) or len(names) > 1:
+        report.skip("malformed", rel, f"brush result must have format 'rle' and at most one label, got {names!r}", id=qid)
+        return None
+    try:
+        mask = brush.decode(value.get("rle"), width, height)
+    except BadInput as exc:
+        report.skip("malformed", rel, str(exc), id=qid)
+        return None
+    painted = np.flatnonzero(mask)
+    if painted.size == 0:
+        report.skip("malformed", rel, "brush result paints no pixel", id=qid)
+        return None
+    y, x = divmod(int(painted[0]), width)
+    return Answer(qid, x, y, names[0] if names else None, mask=rle.encode(mask))
+
+
+_READERS = {"keypointlabels": _point_answer, "brushlabels": _brush_answer}
+
+
 def read_export(tasks: list[Any]) -> AnswerSet:
     """A Label Studio JSON export (list of tasks) as an AnswerSet without a class list."""
     out = AnswerSet("labelstudio", None)
@@ -154,18 +193,19 @@ def read_export(tasks: list[Any]) -> AnswerSet:
         if not isinstance(task, dict):
             report.skip("malformed", None, f"task {n} is not an object")
             continue
-        rel = _task_image(task)
-        ann = _latest_annotation(task)
+        rel = task_image(task)
+        ann = latest_annotation(task)
         if ann is None:
             continue  # not annotated yet, or every annotation cancelled: nothing to learn
-        results = [r for r in ann.get("result") or [] if isinstance(r, dict) and r.get("type") == "keypointlabels"]
+        raw = ann.get("result")  # any JSON at all in a hand-edited export: lists, dicts where strings belong
+        results = [r for r in (raw if isinstance(raw, list) else []) if isinstance(r, dict) and isinstance(r.get("type"), str) and r["type"] in _READERS]
         if not results:
             continue
-        sizes = {(r.get("original_width"), r.get("original_height")) for r in results}
-        if len(sizes) != 1:
-            report.skip("size_conflict", str(rel), f"results disagree on the image size: {sorted(map(str, sizes))}", len(results))
+        sizes = [(r.get("original_width"), r.get("original_height")) for r in results]
+        if any(size != sizes[0] for size in sizes):
+            report.skip("size_conflict", str(rel), f"results disagree on the image size: {sorted({str(x) for x in sizes})}", len(results))
             continue
-        width, height = sizes.pop()
+        width, height = sizes[0]
         if rel is None:
             report.skip("unknown_image", None, f"task {n} names no image (data.atool_image or data.image)", len(results))
             continue
@@ -173,7 +213,7 @@ def read_export(tasks: list[Any]) -> AnswerSet:
         if problem is not None:
             report.skip("malformed", str(rel), problem, len(results))
             continue
-        answers = [a for r in results if (a := _point_answer(r, str(rel), width, height, report)) is not None]
+        answers = [a for r in results if (a := _READERS[r["type"]](r, str(rel), width, height, report)) is not None]
         out.images.append(ImageRecord(rel, width, height, answers))
     return out
 

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from atool.data.adapters.folder import IGNORE, FolderDataset, pair_items
+from atool.data.adapters.summary import log_summary
 from atool.data.images import read_label
 from atool.core.errors import BadInput, Mismatch
 
@@ -173,6 +174,7 @@ class ClassSetDataset(FolderDataset):
         if require_labels and not self.label_dir.is_dir():
             raise BadInput(f"{self.label_dir} does not exist: this command needs labels ({self.kind} layout)")
         self.items = pair_items(self.image_dir, self.label_dir, require_labels=require_labels, label_name=label_name)
+        log_summary(self, self.kind, own_labels=not self.external_labels)
 
     def _layout(self) -> tuple[Path, Path, Callable[[str], str]]:
         raise NotImplementedError

@@ -19,6 +19,7 @@ import numpy as np
 from atool.data.images import BadImage, list_images, read_image, read_label
 from atool.core.errors import BadInput, Mismatch
 from atool.core.labels import IGNORE
+from atool.data.adapters.summary import log_summary
 
 
 def read_classes(path: str | os.PathLike) -> list[str]:
@@ -79,6 +80,7 @@ class FolderDataset:
         self.items: list[tuple[str, Path, Path | None]] = pair_items(
             self.image_dir, self.label_dir, require_labels=require_labels
         )
+        log_summary(self, "folder", own_labels=labels is None)
 
     # Where the class list came from, for error messages; adapters name their class set.
     class_origin = "classes.txt"

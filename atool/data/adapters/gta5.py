@@ -15,7 +15,7 @@ from typing import Callable
 import numpy as np
 
 from atool.data.adapters.cityscapes_classes import ClassSetDataset, cityscapes_id_lut
-from atool.data.images import BadImage, read_label
+from atool.data.images import BadImage, read_bytes_checked, read_label
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -36,14 +36,17 @@ def read_id_label(path: Path, what: str) -> np.ndarray:
     OpenCV expands palettes to colour, so indexed PNGs go through Pillow.
     """
     if _png_is_palette(path):
+        import io
+
         from PIL import Image
 
+        data = read_bytes_checked(path)  # the pixel limit, before Pillow decodes anything
         try:
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(data)) as im:
                 im.load()
                 arr = np.array(im)
-        except (OSError, ValueError) as exc:
-            raise BadImage(f"{path}: not a decodable palette PNG ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - Pillow raises OSError, ValueError, SyntaxError, zlib.error...
+            raise BadImage(f"{path}: not a decodable palette PNG ({str(exc)[:120]})") from None
         if arr.ndim != 2:
             raise BadImage(f"{path}: palette label decoded to shape {arr.shape}, expected HxW")
         return arr.astype(np.uint8, copy=False)

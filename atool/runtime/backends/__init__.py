@@ -50,7 +50,11 @@ def backend_for_suffix(suffix: str) -> str | None:
     return next((name for name, cls in BACKENDS.items() if suffix in cls.suffixes), None)
 
 
-def load_backend(path: str | os.PathLike, device: str = "cpu", **kwargs: Any) -> Backend:
+def load_backend(path: str | os.PathLike, device: str | None = None, **kwargs: Any) -> Backend:
+    """The backend for ``path``'s suffix, loaded on ``device`` (None: the backend's default, cpu or cuda for engines).
+
+    ``kwargs`` go to the backend (``threads``; ``provider`` for onnxruntime).
+    """
     path = Path(path)
     if not path.is_file():
         raise BadInput(f"model file {path} not found")
@@ -58,7 +62,9 @@ def load_backend(path: str | os.PathLike, device: str = "cpu", **kwargs: Any) ->
     if name is None:
         valid = ", ".join(sorted(s for _, cls in BACKENDS.items() for s in cls.suffixes))
         raise BadInput(f"{path}: cannot tell the backend from suffix {path.suffix!r}; valid suffixes: {valid}")
-    return BACKENDS.get(name)(path, device=device, **kwargs)
+    if device is not None:
+        kwargs["device"] = device
+    return BACKENDS.get(name)(path, **kwargs)
 
 
 BACKENDS.load_plugins(__name__, __path__)

@@ -21,7 +21,9 @@ from atool.core.metadata import parse_metadata
 log = logging.getLogger(__name__)
 
 _CUDA = "CUDAExecutionProvider"
+_TRT = "TensorrtExecutionProvider"
 _CPU = "CPUExecutionProvider"
+PROVIDERS = {"cpu": _CPU, "cuda": _CUDA, "tensorrt": _TRT}
 
 
 def _import_onnxruntime() -> Any:
@@ -35,23 +37,69 @@ def _import_onnxruntime() -> Any:
     return onnxruntime
 
 
-def _providers(ort: Any, device: str) -> list[Any]:
-    """Execution providers for ``device`` ("cpu", "cuda" or "cuda:N"), best first."""
-    m = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", device.strip().lower())
+def _providers(ort: Any, device: str, provider: str | None = None) -> list[Any]:
+    """Execution providers for ``device`` ("cpu", "cuda" or "cuda:N") and ``provider``, best first.
+
+    ``provider`` None means CPU for a cpu device and CUDA for a cuda one;
+    "tensorrt" is ORT's TensorRT provider, with CUDA for the nodes TensorRT
+    does not take. A provider this onnxruntime build lacks is MissingDependency,
+    never a silent CPU fallback: a GPU run that quietly takes the CPU is ten
+    times slower and nobody notices until the fleet job misses its window.
+    """
+    m = re.fullmatch(r"(cpu|cuda)(?::(\d+))?", str(device).strip().lower())
     if not m:
         raise BadInput(f"device {device!r} is not valid for the onnxruntime backend; use cpu, cuda or cuda:N")
-    if m.group(1) == "cpu":
+    if provider is not None and provider not in PROVIDERS:
+        raise BadInput(f"onnxruntime provider {provider!r} is not one of {', '.join(PROVIDERS)}")
+    kind = provider or ("cuda" if m.group(1) == "cuda" else "cpu")
+    if kind == "cpu":
+        if m.group(1) == "cuda":
+            raise BadInput(f"--provider cpu contradicts --device {device}; give one of them")
         return [_CPU]
-    if _CUDA not in ort.get_available_providers():
-        # Falling back keeps a pipeline running on a box without a GPU build, but
-        # it is slow enough that the user must hear about it.
-        log.warning(
-            "device %s requested but this onnxruntime has no CUDA provider (install onnxruntime-gpu, "
-            "e.g. via atool[gpu]); running on CPU",
-            device,
+    available = ort.get_available_providers()
+    wanted = PROVIDERS[kind]
+    if wanted not in available:
+        raise MissingDependency(
+            f"onnxruntime {ort.__version__} has no {wanted} (available: {', '.join(available)}); install onnxruntime-gpu "
+            f"(atool[gpu]){' with TensorRT' if kind == 'tensorrt' else ''}, or run on the CPU with --device cpu"
         )
-        return [_CPU]
-    return [(_CUDA, {"device_id": int(m.group(2) or 0)}), _CPU]
+    device_id = int(m.group(2) or 0)
+    cuda = (_CUDA, {"device_id": device_id})
+    if kind == "tensorrt":
+        return [(_TRT, {"device_id": device_id})] + ([cuda] if _CUDA in available else []) + [_CPU]
+    return [cuda, _CPU]
+
+
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+           "layout": "ORT_ENABLE_LAYOUT", "all": "ORT_ENABLE_ALL"}
+
+
+def tune_session(ort: Any, opts: Any, overrides: dict[str, Any] | None) -> None:
+    """Apply profiling/tuning ``overrides`` to SessionOptions ``opts`` (for ``tools/bench_query.py``).
+
+    Keys: ``optimization`` (disable|basic|extended|layout|all), ``parallel``
+    (bool: ORT_PARALLEL execution), ``inter_op_threads``, ``profile`` (a file
+    prefix: ORT writes a JSON trace per session), ``save_optimized`` (path of
+    the optimised graph), and ``config`` ({session config key: value}).
+    """
+    if not overrides:
+        return
+    unknown = sorted(set(overrides) - {"optimization", "parallel", "inter_op_threads", "profile", "save_optimized", "config"})
+    if unknown:
+        raise BadInput(f"unknown onnxruntime session option(s) {', '.join(unknown)}")
+    if "optimization" in overrides:
+        opts.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[overrides["optimization"]])
+    if overrides.get("parallel"):
+        opts.execution_mode = ort.ExecutionMode.ORT_PARALLEL
+    if overrides.get("inter_op_threads"):
+        opts.inter_op_num_threads = int(overrides["inter_op_threads"])
+    if overrides.get("profile"):
+        opts.enable_profiling = True
+        opts.profile_file_prefix = str(overrides["profile"])
+    if overrides.get("save_optimized"):
+        opts.optimized_model_filepath = str(overrides["save_optimized"])
+    for key, value in (overrides.get("config") or {}).items():
+        opts.add_session_config_entry(str(key), str(value))
 
 
 @BACKENDS.register("onnxruntime")
@@ -60,7 +108,8 @@ class OnnxRuntimeBackend(Backend):
     """Runs an atool-exported ONNX model; see the package docstring for ``infer``."""
 
 
-    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None):
+    def __init__(self, path: Path, device: str = "cpu", threads: int | None = None, provider: str | None = None,
+                 session_options: dict[str, Any] | None = None):
         ort = _import_onnxruntime()
         self.path = Path(path)
         self.device = device
@@ -70,7 +119,11 @@ class OnnxRuntimeBackend(Backend):
         opts.intra_op_num_threads = int(threads) if threads else 0
         # ORT's own warnings (e.g. unused initialisers) go to stderr unprompted; keep errors only.
         opts.log_severity_level = 3
-        providers = _providers(ort, device)
+        providers = _providers(ort, device, provider)
+        tune_session(ort, opts, session_options)
+        from atool.runtime.onnx_safety import check_external_data
+
+        check_external_data(self.path)  # before onnxruntime opens any external-data file
         try:
             self.session = ort.InferenceSession(str(self.path), sess_options=opts, providers=providers)
         except Exception as exc:  # ORT raises its own types (InvalidProtobuf, Fail, ...) for bad files
@@ -80,8 +133,14 @@ class OnnxRuntimeBackend(Backend):
                 "is it a model written by `atool export`?"
             ) from None
         self.providers = list(self.session.get_providers())
-        if providers[0] != _CPU and self.providers[0] != providers[0][0]:
-            log.warning("onnxruntime could not start CUDA for %s (libraries missing?); running on CPU", self.path)
+        want = providers[0] if isinstance(providers[0], str) else providers[0][0]
+        if self.providers[0] != want:
+            # ORT falls back quietly when a provider's libraries (CUDA, cuDNN, TensorRT) fail to load.
+            raise MissingDependency(
+                f"onnxruntime could not start {want} for {self.path} (it runs on {self.providers[0]}); "
+                "check the CUDA/cuDNN/TensorRT libraries onnxruntime-gpu needs, or run with --device cpu"
+            )
+        self.device_id = int(providers[0][1]["device_id"]) if want != _CPU else None
 
         props = dict(self.session.get_modelmeta().custom_metadata_map)
         meta = parse_metadata(props, str(self.path))
@@ -108,5 +167,14 @@ class OnnxRuntimeBackend(Backend):
     def infer(self, batch: np.ndarray) -> dict[str, np.ndarray]:
         """uint8 N x H x W x 3 -> {"prob": N x C x H x W, "entropy": N x H x W, ...} float32 (every graph output by name)."""
         self.check_batch(batch)
-        outs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch)})
-        return dict(zip(self.output_names, outs))
+        if self.device_id is None:
+            outs = self.session.run(self.output_names, {self.input_name: np.ascontiguousarray(batch)})
+            return dict(zip(self.output_names, outs))
+        # GPU: I/O binding, so ORT copies the uint8 input once and the outputs once,
+        # instead of staging them through its own CPU-side tensors.
+        binding = self.session.io_binding()
+        binding.bind_cpu_input(self.input_name, np.ascontiguousarray(batch))
+        for name in self.output_names:
+            binding.bind_output(name, "cuda", self.device_id)
+        self.session.run_with_iobinding(binding)
+        return dict(zip(self.output_names, binding.copy_outputs_to_cpu()))

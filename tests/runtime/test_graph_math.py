@@ -1,0 +1,51 @@
+"""The inference graph's rewritten softmax/entropy and the selector's reordered LR-ASPP heads compute what they replace."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from atool.models import build_model
+from atool.models.inference_graph import DeployModel, softmax_entropy
+from atool.models.selector import SelectorModel, _lraspp_logits
+
+
+def test_softmax_entropy_matches_log_softmax():
+    logits = torch.randn(2, 7, 9, 11) * 20  # large logits: exp overflows without the max shift
+    prob, ent = softmax_entropy(logits, 1, 1 / math.log(7))
+    logp = F.log_softmax(logits, 1)
+    torch.testing.assert_close(prob, logp.exp(), atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(ent, -(logp.exp() * logp).sum(1) / math.log(7), atol=1e-5, rtol=1e-4)
+    assert torch.isfinite(ent).all() and ent.min() >= -1e-6 and ent.max() <= 1 + 1e-6
+    assert softmax_entropy(logits, 1, None)[1] is None
+
+
+@pytest.fixture(scope="module")
+def selector() -> SelectorModel:
+    torch.manual_seed(0)
+    return SelectorModel(build_model("lraspp_mobilenet_v3_small", num_classes=5), shared_backbone=True, head_noise=1.0).eval()
+
+
+def test_reordered_lraspp_head_equals_the_head(selector):
+    with torch.no_grad():
+        feats = selector.features(torch.randn(1, 3, 64, 96))
+        for head in selector.heads:
+            torch.testing.assert_close(_lraspp_logits(head, feats), head(feats), atol=1e-4, rtol=1e-4)
+
+
+def test_selector_outputs_are_distributions_at_input_size(selector):
+    net = DeployModel(selector, [0.5] * 3, [0.25] * 3, 5, heads=True).eval()
+    image = torch.randint(0, 256, (1, 33, 50, 3), dtype=torch.uint8)
+    with torch.no_grad():
+        prob, ent, h1, h2 = net(image)
+        plain = DeployModel(selector, [0.5] * 3, [0.25] * 3, 5, heads=False).eval()(image)
+    for p in (prob, h1, h2):
+        assert p.shape == (1, 5, 33, 50)
+        torch.testing.assert_close(p.sum(1), torch.ones(1, 33, 50), atol=1e-5, rtol=0)
+    # The main prediction is the plain model's, to the bit: the heads only add outputs.
+    torch.testing.assert_close(prob, plain[0], atol=0, rtol=0)
+    torch.testing.assert_close(ent, plain[1], atol=0, rtol=0)
+    assert not torch.equal(h1, h2)
