@@ -3,8 +3,9 @@
     python tools/monitor_overhead.py --out /tmp/drive.avi --frames 20000 --size 256x128
     atool monitor run --model M --calibration monitor.json --source /tmp/drive.avi --summary s.json
 
-The run's summary gives model and monitoring time per frame (``overhead`` = monitor / model) and resident
-memory after 1,000 frames, at its maximum and at the end.
+The run's summary gives model and monitoring time per frame, both timed apart in the same loop: means over
+the run (``overhead`` = monitor / model) and medians over the last 1,000 frames (``overhead_median``, which
+one descheduled frame does not move), and resident memory after 1,000 frames, at its maximum and at the end.
 """
 
 from __future__ import annotations

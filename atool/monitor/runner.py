@@ -14,7 +14,7 @@ import json
 import os
 import time
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -45,12 +45,23 @@ class RunStats:
     rss_first: int = 0  # resident memory after the first 1000 frames (warm-up done)
     rss_last: int = 0  # sampled every 1000 frames
     rss_max: int = 0
+    # (model, monitoring) seconds of the latest frames: medians resist the odd descheduled frame; bounded.
+    recent: deque = field(default_factory=lambda: deque(maxlen=1000))
+
+    def add_times(self, infer_s: float, monitor_s: float) -> None:
+        self.infer_s += infer_s
+        self.monitor_s += monitor_s
+        self.recent.append((infer_s, monitor_s))
 
     def summary(self) -> dict[str, Any]:
         n = max(1, self.frames)
+        med = np.median(np.asarray(self.recent), axis=0) if self.recent else (0.0, 0.0)
         return {"frames": self.frames, "dropped": self.dropped, "corrupt": self.corrupt, "alarms": self.alarms,
                 "infer_ms": 1000 * self.infer_s / n, "monitor_ms": 1000 * self.monitor_s / n,
                 "overhead": self.monitor_s / self.infer_s if self.infer_s else None,
+                "median_frames": len(self.recent), "infer_ms_median": 1000 * float(med[0]),
+                "monitor_ms_median": 1000 * float(med[1]),
+                "overhead_median": float(med[1] / med[0]) if med[0] else None,
                 "rss_mb_after_1000": self.rss_first / 2**20, "rss_mb_max": self.rss_max / 2**20,
                 "rss_mb_last": self.rss_last / 2**20}
 
@@ -111,8 +122,7 @@ def run_monitor(backend: Any, cal: Calibration, source: Any, events: str | os.Pa
             started, ended = det.update(score)
             t2 = time.perf_counter()
             stats.frames += 1
-            stats.infer_s += t1 - t0
-            stats.monitor_s += t2 - t1
+            stats.add_times(t1 - t0, t2 - t1)
             if started or ended:
                 named = dict(zip(spec.names, (float(v) for v in sig[0])))
                 _event(fh, "alarm_start" if started else "alarm_end", frame.index, frame.name, det.s, score, named)

@@ -70,10 +70,39 @@ class SignalSpec:
 def class_histograms(prob: np.ndarray, stride: int = 1) -> np.ndarray:
     """``prob`` float N x C x H x W -> float64 N x C predicted class-area shares (rows sum to 1)."""
     n, c = prob.shape[:2]
-    cls = prob[:, :, ::stride, ::stride].argmax(axis=1).reshape(n, -1)
-    offsets = (np.arange(n) * c)[:, None]
-    counts = np.bincount((cls + offsets).ravel(), minlength=n * c).reshape(n, c)
+    flat = prob[:, :, ::stride, ::stride].reshape(n, c, -1)
+    # Counting where each class equals the pixel's maximum is cheaper than argmax along the class axis, and
+    # the same unless some pixel has tied (or NaN) maxima; then the counts do not add up and argmax decides.
+    top = np.maximum.reduce(flat, axis=1)
+    counts = (flat == top[:, None]).view(np.uint8).sum(axis=2, dtype=np.int64)  # summing bytes beats bools
+    if counts.sum() == flat.shape[0] * flat.shape[2] and not np.isnan(top).any():
+        return counts / max(1, flat.shape[2])
+    cls = flat.argmax(axis=1)
+    if n > 1:
+        cls = cls + (np.arange(n) * c)[:, None]
+    counts = np.bincount(cls.ravel(), minlength=n * c).reshape(n, c)
     return counts / np.maximum(1, cls.shape[1])
+
+
+_POOL_CACHE: dict[tuple[int, int, int, int], np.ndarray] = {}
+
+
+def _pool_matrix(h: int, w: int, gh: int, gw: int) -> np.ndarray:
+    """float32 (H*W) x (gh*gw): column j averages grid cell j (rows and columns past the last whole cell are
+    left out, as a crop would). Cached per shape: pooling is then one small matrix product per frame."""
+    key = (h, w, gh, gw)
+    if key not in _POOL_CACHE:
+        ch, cw = h // gh, w // gw
+        rows = np.minimum(np.arange(h) // ch, gh)  # gh marks "past the last cell"
+        cols = np.minimum(np.arange(w) // cw, gw)
+        cell = np.where((rows[:, None] < gh) & (cols[None, :] < gw), rows[:, None] * gw + cols[None, :], -1).ravel()
+        m = np.zeros((h * w, gh * gw), dtype=np.float32)
+        inside = cell >= 0
+        m[np.flatnonzero(inside), cell[inside]] = 1.0 / (ch * cw)
+        if len(_POOL_CACHE) >= 8:  # a run sees one frame size; calibration a few: keep the cache bounded
+            _POOL_CACHE.clear()
+        _POOL_CACHE[key] = m
+    return _POOL_CACHE[key]
 
 
 def pooled_layout(prob: np.ndarray, stride: int, grid: tuple[int, int]) -> np.ndarray:
@@ -86,37 +115,51 @@ def pooled_layout(prob: np.ndarray, stride: int, grid: tuple[int, int]) -> np.nd
     p = prob[:, :, ::stride, ::stride]
     n, c, h, w = p.shape
     gh, gw = min(grid[0], h), min(grid[1], w)
-    p = p[:, :, : h // gh * gh, : w // gw * gw].reshape(n, c, gh, h // gh, gw, w // gw)
-    return p.mean(axis=(3, 5), dtype=np.float64).reshape(n, -1)
+    flat = np.ascontiguousarray(p, dtype=np.float32).reshape(n * c, h * w)
+    return (flat @ _pool_matrix(h, w, gh, gw)).reshape(n, -1).astype(np.float64)
 
 
 def image_stats(images: np.ndarray, stride: int = 8) -> np.ndarray:
     """uint8 N x H x W x 3 RGB -> float64 N x 6: mean R, G, B, contrast, saturation, fine-edge energy.
 
-    Read on every ``stride``-th row (and column, except for edges), in integers: this runs on
-    every frame and must cost a small fraction of the model. Green stands in for luma. The edge
-    energy (mean absolute difference of horizontally adjacent pixels) reads full rows because it
-    must see single-pixel detail, which is what a lower sensor resolution removes."""
-    rows = images[:, ::stride]
-    sub = rows[:, :, ::stride].astype(np.int16)
-    g = rows[:, :, :, 1].astype(np.int16)
+    Read on every ``stride``-th row (and column, except for edges): this runs on every frame and must
+    cost a small fraction of the model. Green stands in for luma; contrast is its standard deviation,
+    saturation the mean of max - min over the channels. The edge energy (mean absolute difference of
+    horizontally adjacent green pixels) reads full rows because it must see single-pixel detail, which is
+    what a lower sensor resolution removes."""
+    import cv2  # a few OpenCV calls per frame cost less than numpy's per-call overhead on such small arrays
+
     n = len(images)
-    means = sub.reshape(n, -1, 3).mean(axis=1)
-    contrast = sub[..., 1].reshape(n, -1).std(axis=1)
-    sat = (sub.max(axis=3) - sub.min(axis=3)).reshape(n, -1).mean(axis=1)
-    edges = np.abs(np.diff(g, axis=2)).reshape(n, -1).mean(axis=1)
-    return np.column_stack([means, contrast, sat, edges]) / 255.0
+    out = np.empty((n, 6))
+    for i in range(n):
+        rows = images[i, ::stride]
+        sub = np.ascontiguousarray(rows[:, ::stride])
+        mean, std = cv2.meanStdDev(sub)  # per channel; the population std, as np.std
+        out[i, :3] = mean[:, 0]
+        out[i, 3] = std[1, 0]
+        r, g, b = sub[:, :, 0], sub[:, :, 1], sub[:, :, 2]
+        out[i, 4] = cv2.mean(cv2.subtract(cv2.max(cv2.max(r, g), b), cv2.min(cv2.min(r, g), b)))[0]
+        green = np.ascontiguousarray(rows[:, :, 1])
+        out[i, 5] = cv2.mean(cv2.absdiff(green[:, 1:], green[:, :-1]))[0] if green.shape[1] > 1 else 0.0
+    return out / 255.0
 
 
 def frame_features(outputs: dict[str, np.ndarray], stride: int, grid: tuple[int, int],
                    images: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Backend outputs (``prob`` N x C x H x W, ``entropy`` N x H x W, optional ``gap``) and the input frames
     (uint8 N x H x W x 3) -> per-frame features: ``ent_mean`` N, ``ent_hist`` N x ENT_BINS (shares),
-    ``hist`` N x C, ``layout`` N x D, ``image`` N x 6 (with ``images``), ``gap`` N (if present)."""
+    ``hist`` N x C, ``layout`` N x D, ``image`` N x 6 (with ``images``), ``gap`` N (if present).
+
+    Every map is read only on the fixed subsample of every ``stride``-th row and column (the input frame on
+    every ``2 * stride``-th, see ``image_stats``); calibration and ``monitor run`` both call this, so they
+    see the same signals."""
     ent = outputs["entropy"][:, ::stride, ::stride]
     n = len(ent)
     ent = ent.reshape(n, -1)
-    bins = np.clip((ent * ENT_BINS).astype(np.int64), 0, ENT_BINS - 1) + (np.arange(n) * ENT_BINS)[:, None]
+    bins = (ent * ENT_BINS).astype(np.intp)
+    np.clip(bins, 0, ENT_BINS - 1, out=bins)
+    if n > 1:
+        bins += (np.arange(n) * ENT_BINS)[:, None]
     # One compact copy of the strided softmax serves both the histogram and the layout.
     prob = np.ascontiguousarray(outputs["prob"][:, :, ::stride, ::stride])
     feats = {
@@ -171,16 +214,23 @@ def signals_from_features(feats: dict[str, np.ndarray], spec: SignalSpec) -> np.
         "class_hist": 0.5 * np.abs(feats["hist"] - ref).sum(axis=1),
     }
     if spec.layout_basis is not None:
-        proj = (feats["layout"] - spec.array("layout_mean")) @ spec.array("layout_basis").T
-        cols["layout"] = np.sqrt(np.mean(proj ** 2, axis=1))  # RMS Mahalanobis distance in the top components
+        # RMS Mahalanobis distance in the top components
+        cols["layout"] = _rms((feats["layout"] - spec.array("layout_mean")) @ spec.array("layout_basis").T)
     else:
         cols["layout"] = np.zeros(len(feats["ent_mean"]))
     if "image" in spec.names:
-        proj = (feats["image"] - spec.array("image_mean")) @ spec.array("image_basis").T
-        cols["image"] = np.sqrt(np.mean(proj ** 2, axis=1))
+        cols["image"] = _rms((feats["image"] - spec.array("image_mean")) @ spec.array("image_basis").T)
     if "gap" in spec.names:
         cols["gap"] = feats["gap"]
-    return np.stack([cols[name] for name in spec.names], axis=1)
+    out = np.empty((len(feats["ent_mean"]), len(spec.names)))
+    for j, name in enumerate(spec.names):
+        out[:, j] = cols[name]
+    return out
+
+
+def _rms(x: np.ndarray) -> np.ndarray:
+    """float N x M -> float64 N: root mean square of each row (einsum: this runs per frame, np.mean is slow)."""
+    return np.sqrt(np.einsum("ij,ij->i", x, x) / max(1, x.shape[1]))
 
 
 def compute_signals(outputs: dict[str, np.ndarray], spec: SignalSpec, images: np.ndarray | None = None) -> np.ndarray:
@@ -209,7 +259,7 @@ class Standardiser:
         return (signals - self._mean_std[0]) / self._mean_std[1]
 
     def raw(self, signals: np.ndarray) -> np.ndarray:
-        return np.sqrt(np.mean(self.z(signals) ** 2, axis=1))
+        return _rms(self.z(signals))
 
     def score(self, signals: np.ndarray) -> np.ndarray:
         """float N x K -> float64 N standardised scores (about N(0, 1) in domain; beyond the reference: up to
@@ -227,7 +277,10 @@ class Standardiser:
         z = np.interp(raw, knots, zs)
         # Past the reference's extremes keep growing, in units of the top knots' spread, so a massive
         # shift still scores above a mild one.
-        return np.where(raw > knots[-1], z + (raw - knots[-1]) / spread, z)
+        past = raw > knots[-1]
+        if past.any():
+            z[past] += (raw[past] - knots[-1]) / spread
+        return z
 
     @classmethod
     def fit(cls, signals: np.ndarray, n_knots: int = 256) -> "Standardiser":

@@ -81,6 +81,9 @@ def test_fps_mode_drops_and_counts():
     assert res["dropped"] > 10 and res["frames"] + res["dropped"] == 60
     full = run_monitor(StubBackend(), _cal(), ListSource(60))
     assert full["dropped"] == 0 and full["frames"] == 60
+    # Per-frame medians of model and monitoring time, over a bounded window of recent frames.
+    assert full["median_frames"] == 60 and full["infer_ms_median"] > 0 and full["monitor_ms_median"] > 0
+    assert full["overhead_median"] == full["monitor_ms_median"] / full["infer_ms_median"]
 
 
 def test_cusum_threshold_meets_the_target_ert():

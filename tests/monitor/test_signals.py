@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from atool.monitor.signals import (
-    Standardiser, class_histograms, concat_features, fit_spec, frame_features, image_stats, signals_from_features,
+    Standardiser, class_histograms, concat_features, fit_spec, frame_features, image_stats, pooled_layout,
+    signals_from_features,
 )
 
 
@@ -47,3 +48,28 @@ def test_image_stats_see_blur():
 
     blurred = cv2.GaussianBlur(sharp[0], (0, 0), 2.0)[None]
     assert image_stats(blurred, 1)[0, 5] < 0.5 * image_stats(sharp, 1)[0, 5]
+
+
+def test_fast_paths_match_their_plain_definitions():
+    # The per-frame code avoids argmax, np.mean and float64 copies for speed; it must compute the same thing.
+    rng = np.random.default_rng(3)
+    prob = rng.random((3, 4, 13, 22)).astype(np.float32)
+    prob[0, :2, 0, 0] = 2.0  # a tie: argmax takes the first class
+    prob[1, :, 1, 1] = np.nan
+    for stride in (1, 3):
+        p = prob[:, :, ::stride, ::stride]
+        cls = p.argmax(axis=1).reshape(3, -1)
+        want = np.stack([np.bincount(c, minlength=4) / c.size for c in cls])
+        np.testing.assert_array_equal(class_histograms(prob, stride), want)
+        p = np.nan_to_num(p)  # a NaN spoils the whole layout vector (not only its cell): the signal is NaN either way
+        n, c, h, w = p.shape
+        crop = p[:, :, : h // 3 * 3, : w // 4 * 4].reshape(n, c, 3, h // 3, 4, w // 4)
+        np.testing.assert_allclose(pooled_layout(np.nan_to_num(prob), stride, (3, 4)),
+                                   crop.mean(axis=(3, 5), dtype=np.float64).reshape(n, -1), rtol=1e-5)
+    images = rng.integers(0, 256, (2, 20, 30, 3), dtype=np.uint8)
+    for stride in (1, 4):
+        rows = images[:, ::stride].astype(np.float64)
+        sub = rows[:, :, ::stride].reshape(2, -1, 3)
+        want = np.column_stack([sub.mean(axis=1), sub[..., 1].std(axis=1), np.ptp(sub, axis=2).mean(axis=1),
+                                np.abs(np.diff(rows[..., 1], axis=2)).reshape(2, -1).mean(axis=1)]) / 255
+        np.testing.assert_allclose(image_stats(images, stride), want, rtol=1e-9)
