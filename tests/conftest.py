@@ -69,3 +69,45 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def selector_ckpt(tiny_checkpoint, tmp_path_factory) -> Path:
+    """A shared-backbone selector around the tiny model, head 2 perturbed hard so the heads disagree
+    (region / SPL queries are never empty)."""
+    from atool.core.checkpoint import save_checkpoint
+    from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
+    from atool.models.selector import SelectorModel
+
+    ck = load_checkpoint(tiny_checkpoint)
+    torch.manual_seed(0)
+    sel = SelectorModel(model_from_checkpoint(ck), shared_backbone=True, head_noise=2.0)
+    path = tmp_path_factory.mktemp("sel") / "selector.pt"
+    save_checkpoint(path, model=sel, model_name="selector", model_args={"base": ck["model"]["name"], "base_args": {}, "shared_backbone": True},
+                    classes=ck["classes"], step=0)
+    return path
+
+
+def small_query_list(classes: list[str], width: int, height: int, region) -> dict:
+    """A schema-valid ``atool.query/v1`` list: two points on ``a.png`` (one without a prediction) and one
+    region query (``region``: bool H x W mask) on ``sub/b.png``; the format round-trip tests edit it."""
+    from atool.core.schemas import validate
+    from atool.ops import rle
+
+    items = [
+        {"image": "a.png", "width": width, "height": height, "score": 0.9, "queries": [
+            {"id": "q1", "kind": "point", "x": 1, "y": 2, "score": 0.9, "predicted": "car"},
+            {"id": "q2", "kind": "point", "x": 7, "y": 5, "score": 0.8, "predicted": None},
+        ]},
+        {"image": "sub/b.png", "width": width, "height": height, "score": 0.7, "queries": [
+            {"id": "q3", "kind": "region", "x": 2, "y": 1, "score": 0.7, "predicted": "sky", "mask": rle.encode(region)},
+        ]},
+    ]
+    qlist = {
+        "format": "atool.query/v1", "atool_version": "0.1.0", "created": "2024-01-01T00:00:00+00:00",
+        "model": {"path": "m.pt", "sha256": "0" * 64, "backend": "torch"}, "classes": classes,
+        "strategy": {"name": "test", "params": {}, "seed": 0}, "budget": {"points": 3, "scope": "total", "used": 3},
+        "images": items, "skipped": [],
+    }
+    validate(qlist, "query-list", "test list")
+    return qlist

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from atool.data.images import read_label, write_label
 from atool.ops import rle
@@ -169,20 +168,6 @@ def test_strategies_without_heads_are_bad_input():
 
 # ---------------------------------------------------------------- query -> oracle -> ingest
 
-@pytest.fixture(scope="module")
-def selector_ckpt(tiny_checkpoint, tmp_path_factory) -> Path:
-    """A selector around the tiny random model, head 2 perturbed hard so the heads disagree."""
-    from atool.models.selector import SelectorModel
-    from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
-    from atool.core.checkpoint import save_checkpoint
-
-    ck = load_checkpoint(tiny_checkpoint)
-    torch.manual_seed(0)
-    sel = SelectorModel(model_from_checkpoint(ck), shared_backbone=True, head_noise=2.0)
-    path = tmp_path_factory.mktemp("sel") / "selector.pt"
-    save_checkpoint(path, model=sel, model_name="selector", model_args={"base": ck["model"]["name"], "base_args": {}, "shared_backbone": True},
-                    classes=ck["classes"], step=0)
-    return path
 
 
 def check_list(q: dict, root: Path) -> None:

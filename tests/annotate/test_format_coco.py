@@ -12,10 +12,9 @@ import pytest
 
 from atool.annotate.formats import FORMATS, write_query_list
 from atool.annotate.ingest import ingest_answers
-from atool.core.schemas import validate
 from atool.data.images import read_label, write_image
 from atool.ops import rle
-from conftest import assert_one_line_error, run_cli
+from conftest import assert_one_line_error, run_cli, small_query_list
 
 CLASSES = ["road", "car", "sky"]
 W, H = 8, 6
@@ -28,23 +27,7 @@ def _region() -> np.ndarray:
 
 
 def _query_list() -> dict:
-    items = [
-        {"image": "a.png", "width": W, "height": H, "score": 0.9, "queries": [
-            {"id": "q1", "kind": "point", "x": 1, "y": 2, "score": 0.9, "predicted": "car"},
-            {"id": "q2", "kind": "point", "x": 7, "y": 5, "score": 0.8, "predicted": None},
-        ]},
-        {"image": "sub/b.png", "width": W, "height": H, "score": 0.7, "queries": [
-            {"id": "q3", "kind": "region", "x": 2, "y": 1, "score": 0.7, "predicted": "sky", "mask": rle.encode(_region())},
-        ]},
-    ]
-    qlist = {
-        "format": "atool.query/v1", "atool_version": "0.1.0", "created": "2024-01-01T00:00:00+00:00",
-        "model": {"path": "m.pt", "sha256": "0" * 64, "backend": "torch"}, "classes": CLASSES,
-        "strategy": {"name": "test", "params": {}, "seed": 0}, "budget": {"points": 3, "scope": "total", "used": 3},
-        "images": items, "skipped": [],
-    }
-    validate(qlist, "query-list", "test list")
-    return qlist
+    return small_query_list(CLASSES, W, H, _region())
 
 
 def test_pycocotools_reads_the_query_file(tmp_path):

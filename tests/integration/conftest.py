@@ -118,22 +118,6 @@ def pool(ls_process, synth_pair) -> Path:
     return dest
 
 
-@pytest.fixture(scope="session")
-def selector_ckpt(tiny_checkpoint, tmp_path_factory) -> Path:
-    """The tiny model with selector heads that disagree, for region (SPL) queries."""
-    import torch
-
-    from atool.core.checkpoint import save_checkpoint
-    from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
-    from atool.models.selector import SelectorModel
-
-    ck = load_checkpoint(tiny_checkpoint)
-    torch.manual_seed(0)
-    sel = SelectorModel(model_from_checkpoint(ck), shared_backbone=True, head_noise=2.0)
-    path = tmp_path_factory.mktemp("sel") / "selector.pt"
-    save_checkpoint(path, model=sel, model_name="selector", model_args={"base": ck["model"]["name"], "base_args": {}, "shared_backbone": True},
-                    classes=ck["classes"], step=0)
-    return path
 
 
 @pytest.fixture(scope="session")
