@@ -99,6 +99,9 @@ class TrainConfig:
             raise BadInput(f"lr must be > 0, got {self.lr}")
         if self.head_lr_mult <= 0:
             raise BadInput(f"head_lr_mult must be > 0, got {self.head_lr_mult}")
+        for name in ("oracle_weight", "pseudo_weight", "grown_weight"):
+            if not getattr(self, name) >= 0:  # also refuses NaN
+                raise BadInput(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.optimizer not in OPTIMIZERS:
             raise BadInput(f"optimizer must be sgd or adamw, got {self.optimizer!r}")
         w, h = self.crop

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from atool.core.labels import ORIGIN_EXPANDED, ORIGIN_ORACLE
@@ -66,3 +67,13 @@ def test_window_on_labels_holds_a_labelled_pixel():
         assert 0 <= y0 <= 64 - 16 and 0 <= x0 <= 96 - 24
         assert weight[y0:y0 + 16, x0:x0 + 24].any()
     assert _window_on_labels(np.zeros((8, 8), np.float32), (4, 4), rng, (1, 2)) == (1, 2)
+
+
+@pytest.mark.parametrize("option,value", [("--grown-weight", "-1"), ("--oracle-weight", "nan"), ("--pseudo-weight", "-0.5")])
+def test_negative_or_nan_loss_weights_are_one_line_errors(synth_pair, tmp_path, option, value):
+    from conftest import assert_one_line_error, run_cli
+
+    r = run_cli("train", "source", "--source", synth_pair / "source", "--out", tmp_path / "m.pt", option, value,
+                "--iters", "1", "--batch-size", "1", "--crop", "64x32")
+    assert_one_line_error(r, contains=option.strip("-").replace("-", "_") + " must be >= 0")
+    assert not (tmp_path / "m.pt").exists()
