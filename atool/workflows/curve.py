@@ -126,8 +126,8 @@ def _pool_shares(oracle: Path, classes: list[str]) -> dict[str, float]:
     from atool.data.images import list_images, read_label
 
     counts = np.zeros(256, np.int64)
-    for rel in list_images(oracle):
-        counts += np.bincount(read_label(oracle / rel).ravel(), minlength=256)
+    for path in list_images(oracle):  # paths under ``oracle`` already, relative or not
+        counts += np.bincount(read_label(path).ravel(), minlength=256)
     total = counts[: len(classes)].sum()
     return {c: round(float(counts[i] / total * 100), 2) if total else 0.0 for i, c in enumerate(classes)}
 

@@ -107,7 +107,7 @@ def test_cli_end_to_end_skips_bad_files(setup, tmp_path):
     assert q["budget"] == {"points": 40, "scope": "total", "used": 40}
     assert q["model"]["sha256"] == sha256_file(setup["model"]) and q["model"]["backend"] == "torch"
     assert q["classes"] == CLASSES
-    assert q["strategy"] == {"name": "stratified", "params": {"alpha": 0.5, "min_area": 0.002}, "seed": 0}  # the default
+    assert q["strategy"] == {"name": "stratified", "params": {"alpha": 0.5, "focus": 0.0, "min_area": 0.002}, "seed": 0}  # the default
     assert "timings" not in q  # the file is reproducible; timings go to the log and the return value
 
 
@@ -401,3 +401,10 @@ def test_logged_query_command_writes_what_query_to_file_writes(setup, tmp_path):
     assert words[:2] == ["atool", "query"]
     assert invoke(words[2:]).exit_code == 0
     assert _without_created(tmp_path / "a.json") == _without_created(tmp_path / "b.json")
+
+
+def test_decode_threads_default_to_half_the_cores_within_2_to_8():
+    from atool.active.query_config import QueryConfig, default_decode_workers
+
+    assert [default_decode_workers(n) for n in (1, 2, 4, 16, 64)] == [2, 2, 2, 8, 8]
+    assert QueryConfig().workers == default_decode_workers()

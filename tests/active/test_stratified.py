@@ -76,3 +76,29 @@ def test_random_within_a_region_reaches_a_differently_coloured_part_in_proportio
 def test_bad_parameters_are_one_line_errors(params):
     with pytest.raises(BadInput):
         make_strategy("stratified", params)
+
+
+def test_focus_moves_a_share_of_each_region_to_its_uncertain_pixels():
+    pred = _layout()
+    maps = _maps(pred)
+    border = np.zeros(pred.shape, bool)
+    border[:, 24:32] = True  # the strip around the class 0 / class 1 boundary
+    maps["entropy"] = np.where(border, 1.0, 1e-4).astype(np.float32)
+    on_border = {}
+    for focus in (0.0, 0.5, 1.0):
+        strat = make_strategy("stratified", {"focus": focus})
+        hits = []
+        for seed in range(20):
+            c = strat.candidates(maps, np.random.default_rng(seed), 12)
+            assert len(np.unique(c.y * 128 + c.x)) == len(c) == 12
+            hits.append(border[c.y, c.x].mean())
+        on_border[focus] = float(np.mean(hits))
+    # The strip is 6 % of the image: uniform draws hit it about that often, focused ones far more,
+    # and half-focused ones in between (the other half keeps sampling the whole region).
+    assert on_border[0.0] < 0.15 < on_border[0.5] < on_border[1.0]
+    assert on_border[1.0] > 0.7
+
+
+def test_focus_must_be_a_share():
+    with pytest.raises(BadInput, match="focus"):
+        make_strategy("stratified", {"focus": 1.5})

@@ -101,3 +101,17 @@ def test_bad_input_is_one_line(tmp_path, sweep_inputs, synth_pair):
     shutil.copytree(synth_pair / "target_val", other)
     (other / "classes.txt").write_text("x\ny\n")
     assert_one_line_error(_curve({**sweep_inputs, "val": other}, tmp_path / "e"), 2, "class")
+
+
+def test_sweep_with_relative_paths(tmp_path, sweep_inputs, one_torch_thread, monkeypatch):
+    """As the README runs it, from the demo's folder: the pool's class shares once read
+    ``pool/oracle_labels/pool/oracle_labels/x.png`` and the finished sweep ended in exit 2."""
+    import os
+
+    monkeypatch.chdir(tmp_path)
+    relative = {k: os.path.relpath(v, tmp_path) for k, v in sweep_inputs.items()}
+    assert not any(os.path.isabs(v) for v in relative.values())
+    result = _curve(relative, "curve", "--strategies", "random", "--budgets", "1", "--seeds", "0", "--iters", "2", "--no-full-labels")
+    assert result.exit_code == 0, result.output
+    shares = json.loads((tmp_path / "curve" / "curve.json").read_text())["pool_class_pct"]
+    assert abs(sum(shares.values()) - 100) < 0.1

@@ -37,7 +37,7 @@ import numpy as np
 from atool.ops import rle
 from atool.active.candidates import Candidates, Regions
 from atool.active.strategies import STRATEGIES, Maps, Strategy
-from atool.ops.uncertainty import at_points
+from atool.ops.uncertainty import argmax, at_points
 from atool.core.errors import BadInput
 
 
@@ -55,7 +55,7 @@ def heads_message(strategy: str) -> str:
 
 def inconsistency_mask(maps: Maps) -> np.ndarray:
     """bool H x W: argmax head1 != argmax head2."""
-    return maps["head1"].argmax(axis=0) != maps["head2"].argmax(axis=0)
+    return argmax(maps["head1"]) != argmax(maps["head2"])
 
 
 def discrepancy_map(maps: Maps) -> np.ndarray:

@@ -38,7 +38,7 @@ import numpy as np
 from atool.active.candidates import Candidates
 from atool.active.strategies import STRATEGIES, Maps, Strategy
 from atool.active.strategies._spread import Lattice, peaks
-from atool.ops.uncertainty import at_points, entropy
+from atool.ops.uncertainty import argmax, at_points, entropy
 
 
 
@@ -83,7 +83,7 @@ def region_impurity(pred: np.ndarray, classes: int, r: int) -> np.ndarray:
 def ripu_scores(maps: Maps, lat: Lattice, cells: int, uncertainty: str) -> np.ndarray:
     """float32 lattice-shaped acquisition map: impurity x uncertainty, in [0, 1]."""
     prob = lat.view(maps["prob"])
-    imp = region_impurity(prob.argmax(axis=0), prob.shape[0], cells)
+    imp = region_impurity(argmax(prob), prob.shape[0], cells)
     ent = lat.view(maps["entropy"]).astype(np.float32)
     if uncertainty == "region":
         ent = box_mean(ent, cells).astype(np.float32)

@@ -63,11 +63,29 @@ def _providers(ort: Any, device: str, provider: str | None = None) -> list[Any]:
             f"onnxruntime {ort.__version__} has no {wanted} (available: {', '.join(available)}); install onnxruntime-gpu "
             f"(atool[gpu]){' with TensorRT' if kind == 'tensorrt' else ''}, or run on the CPU with --device cpu"
         )
+    _preload_cuda_libraries(ort)
     device_id = int(m.group(2) or 0)
     cuda = (_CUDA, {"device_id": device_id})
     if kind == "tensorrt":
         return [(_TRT, {"device_id": device_id})] + ([cuda] if _CUDA in available else []) + [_CPU]
     return [cuda, _CPU]
+
+
+def _preload_cuda_libraries(ort: Any) -> None:
+    """Let onnxruntime-gpu find CUDA and cuDNN installed as pip packages (nvidia-*), as torch's are.
+
+    Without this, a pip-only install has the libraries on disk but not on the
+    loader's path, the CUDA provider fails to load, and the session refuses
+    below. ``preload_dlls`` exists from onnxruntime 1.21; older builds rely on
+    the system's library path.
+    """
+    preload = getattr(ort, "preload_dlls", None)
+    if preload is None:
+        return
+    try:
+        preload()
+    except Exception as exc:  # a missing library is reported by the provider check that follows
+        log.debug("onnxruntime.preload_dlls: %s", exc)
 
 
 _LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
