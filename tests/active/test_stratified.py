@@ -78,27 +78,40 @@ def test_bad_parameters_are_one_line_errors(params):
         make_strategy("stratified", params)
 
 
-def test_focus_moves_a_share_of_each_region_to_its_uncertain_pixels():
-    pred = _layout()
-    maps = _maps(pred)
-    border = np.zeros(pred.shape, bool)
-    border[:, 24:32] = True  # the strip around the class 0 / class 1 boundary
-    maps["entropy"] = np.where(border, 1.0, 1e-4).astype(np.float32)
-    on_border = {}
-    for focus in (0.0, 0.5, 1.0):
-        strat = make_strategy("stratified", {"focus": focus})
-        hits = []
-        for seed in range(20):
-            c = strat.candidates(maps, np.random.default_rng(seed), 12)
-            assert len(np.unique(c.y * 128 + c.x)) == len(c) == 12
-            hits.append(border[c.y, c.x].mean())
-        on_border[focus] = float(np.mean(hits))
-    # The strip is 6 % of the image: uniform draws hit it about that often, focused ones far more,
-    # and half-focused ones in between (the other half keeps sampling the whole region).
-    assert on_border[0.0] < 0.15 < on_border[0.5] < on_border[1.0]
-    assert on_border[1.0] > 0.7
+
+def test_jitter_asks_every_class_at_its_share_even_at_tiny_budgets():
+    """The fixed divisor rule gives an image's first points to its largest regions, always: at
+    3 clicks per image the small regions are never asked. Jittered offsets keep the shares."""
+    pred = np.zeros((64, 128), np.int64)
+    pred[:, :28] = 1
+    pred[:8, 28:59] = 2
+    pred[40:, 100:120] = 3
+    pred[:20, 60:] = 4
+    maps = _maps(pred, classes=5)
+    area = np.bincount(pred.ravel(), minlength=5) / pred.size
+    target = np.sqrt(area) / np.sqrt(area).sum()
+    shares = {}
+    for jitter in (False, True):
+        strat = make_strategy("stratified", {"jitter": jitter})
+        counts = np.zeros(5)
+        for seed in range(300):
+            c = strat.candidates(maps, np.random.default_rng(seed), 3)
+            assert len(c) == 3
+            counts += np.bincount(pred[c.y, c.x], minlength=5)
+        shares[jitter] = counts / counts.sum()
+    assert shares[False][2] == shares[False][3] == 0.0
+    np.testing.assert_allclose(shares[True], target, atol=0.03)
 
 
-def test_focus_must_be_a_share():
-    with pytest.raises(BadInput, match="focus"):
-        make_strategy("stratified", {"focus": 1.5})
+def test_jitter_keeps_each_region_within_one_point_of_its_share():
+    area = np.array([0.5, 0.3, 0.15, 0.05])
+    rng = np.random.default_rng(0)
+    exact = 40 * np.sqrt(area) / np.sqrt(area).sum()
+    for _ in range(50):
+        quota = region_quota(area, 40, 0.5, rng.random((4, 40)))
+        assert quota.sum() == 40 and (np.abs(quota - exact) < 1.0 + 1e-9).all()
+
+
+def test_jitter_must_be_a_bool():
+    with pytest.raises(BadInput, match="jitter"):
+        make_strategy("stratified", {"jitter": "maybe"})
