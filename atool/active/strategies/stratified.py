@@ -129,7 +129,6 @@ class Stratified(Strategy):
         cls, conf = at_points(prob, x, y)
         return Candidates.build(x, y, sequence_scores(idx.size, rng), idx, cls, conf, size=(h, w))
 
-
     def _draw(self, pixels: np.ndarray, k: int, colour_counts: np.ndarray | None, rng: np.random.Generator) -> np.ndarray:
         """``k`` distinct pixels of one region: uniform, or weighted towards its rare colours."""
         if colour_counts is None:
