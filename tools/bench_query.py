@@ -55,6 +55,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads for both backends (0: all cores)")
     p.add_argument("--workdir", help="keep images and models here instead of a temporary folder")
     p.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
+    p.add_argument("--ort-config", action="append", default=[], metavar="KEY=VALUE",
+                   help="an onnxruntime session config entry, e.g. session.intra_op.allow_spinning=0 (repeatable)")
     return p.parse_args(argv)
 
 
@@ -156,6 +158,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.images < 1 or args.batch_size < 1 or args.repeats < 1 or args.budget < 0:
         print("bench_query: --images, --batch-size and --repeats must be >= 1 and --budget >= 0", file=sys.stderr)
         return 2
+    if any("=" not in item for item in args.ort_config):
+        print("bench_query: --ort-config takes KEY=VALUE", file=sys.stderr)
+        return 2
+    ort_config = dict(item.split("=", 1) for item in args.ort_config)
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     # As `atool query` sets it (atool/commands/query.py), for inference-only and end to end alike.
@@ -173,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         images_dir, ckpt, onnx_path = _prepare(work, args)
         rows = []
         for path in (ckpt, onnx_path):
-            backend = load_backend(path, threads=args.threads or None)
+            extra = {"session_options": {"config": ort_config}} if ort_config and path == onnx_path else {}
+            backend = load_backend(path, threads=args.threads or None, **extra)
             rows.append(_bench_backend(backend, images_dir, args, work))
             if args.compare_strategies:
                 rows[-1]["strategies"] = _bench_strategies(backend, images_dir, args, work)
@@ -187,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "threads": args.threads or os.cpu_count(),
         "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",
+        "onnxruntime_session_config": ort_config,
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "backends": rows,
         "onnxruntime_over_torch": {

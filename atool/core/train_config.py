@@ -53,6 +53,9 @@ class TrainConfig:
     grown_weight: float = setting(
         0.0, "Loss mass of each click's grown region (ingest --expand), in clicks, spread over its pixels; "
         "0: every grown pixel weighs like a click.")
+    click_balance: float = setting(
+        0.0, "Class-balanced CE on the target labels: a labelled pixel of class c weighs (N / (K n_c)) ** this, "
+        "n_c its class's labelled pixels in the target set; 0: off, 1: every class the same total.")
     seed: int = setting(0, "Seed of initialisation, sampling and augmentation.")
     workers: int = setting(0, "Data-loader processes; 0 decodes in the training process.")
     cache: bool = setting(True, "Keep decoded images in memory (small datasets).")
@@ -99,6 +102,8 @@ class TrainConfig:
             raise BadInput(f"lr must be > 0, got {self.lr}")
         if self.head_lr_mult <= 0:
             raise BadInput(f"head_lr_mult must be > 0, got {self.head_lr_mult}")
+        if not 0 <= self.click_balance <= 1:  # also refuses NaN
+            raise BadInput(f"click_balance must be in [0, 1], got {self.click_balance}")
         for name in ("oracle_weight", "pseudo_weight", "grown_weight"):
             if not getattr(self, name) >= 0:  # also refuses NaN
                 raise BadInput(f"{name} must be >= 0, got {getattr(self, name)}")

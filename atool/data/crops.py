@@ -90,6 +90,7 @@ class CropDataset(Dataset):
         size: tuple[int, int] | None = None,
         grown_weight: float = 0.0,
         crop_on_labels: bool = False,
+        class_balance: float = 0.0,
     ) -> None:
         """``size`` (W, H): resize every image (bilinear; labels and weights nearest) before cropping.
 
@@ -100,6 +101,12 @@ class CropDataset(Dataset):
         at random, placed at a random position in the crop). With a few clicks per
         image, a plain random crop of 1/16 of the image holds none most of the time,
         and the batch's target loss rests on a handful of pixels.
+        ``class_balance`` (gamma): a labelled pixel of class c also weighs
+        (N / (K * n_c)) ** gamma, with n_c the labelled pixels of class c in the
+        whole dataset, N their total and K the classes present, rescaled so that
+        the mean over labelled pixels stays 1. A few hundred clicks hold a handful
+        of pedestrians or poles; unweighted, road's hundreds drown them. 0: off,
+        1: every class present carries the same total weight.
         """
         self.folder = folder
         self.size = tuple(size) if size else None
@@ -111,6 +118,26 @@ class CropDataset(Dataset):
         self.grown_weight = grown_weight
         self.crop_on_labels = crop_on_labels
         self.cache: dict[int, tuple] | None = {} if cache else None
+        self.class_factors = self._class_factors(class_balance) if class_balance > 0 and with_labels else None
+
+    def class_counts(self) -> np.ndarray:
+        """int64 (256,): labelled pixels (weight > 0, not ignored) per label value over the dataset."""
+        counts = np.zeros(256, np.int64)
+        for index in range(len(self)):
+            _, label, weight = self._load(index)
+            used = label != IGNORE if weight is None else (label != IGNORE) & (weight > 0)
+            counts += np.bincount(label[used], minlength=256)
+        return counts
+
+    def _class_factors(self, gamma: float) -> np.ndarray | None:
+        counts = self.class_counts().astype(np.float64)
+        present = counts > 0
+        if not present.any():
+            return None
+        factors = np.zeros(256, np.float64)
+        factors[present] = (counts[present].sum() / (present.sum() * counts[present])) ** gamma
+        factors *= counts.sum() / (factors * counts).sum()
+        return factors.astype(np.float32)
 
     def __len__(self) -> int:
         return len(self.folder)
@@ -179,7 +206,11 @@ class CropDataset(Dataset):
         out = {"image": torch.from_numpy(cut(image)).permute(2, 0, 1).contiguous()}
         if label is not None:
             out["label"] = torch.from_numpy(cut(label)).long()
-        if weight is not None:
+        if self.class_factors is not None and label is not None:
+            cut_label = cut(label)
+            base = cut(weight) if weight is not None else (cut_label != IGNORE).astype(np.float32)
+            out["weight"] = torch.from_numpy(base * self.class_factors[cut_label])
+        elif weight is not None:
             out["weight"] = torch.from_numpy(cut(weight))
         return out
 

@@ -85,5 +85,11 @@ def open_datasets(
             folder, cfg.target_crop or cfg.crop, flip=cfg.flip, with_labels=m.needs_target_labels, origin_dir=origin,
             weights=(cfg.oracle_weight, cfg.pseudo_weight), grown_weight=cfg.grown_weight,
             crop_on_labels=cfg.crop_on_labels, cache=cfg.cache, size=cfg.target_size,
+            class_balance=cfg.click_balance if m.needs_target_labels else 0.0,
         )
+        if target.class_factors is not None:
+            f = target.class_factors
+            shown = ", ".join(f"{name} {f[c]:.2f}" for c, name in enumerate(classes) if f[c] > 0)
+            absent = ", ".join(name for c, name in enumerate(classes) if f[c] == 0) or "none"
+            log.info("click_balance %g: target label weight per class: %s; no labels: %s", cfg.click_balance, shown, absent)
     return source, target

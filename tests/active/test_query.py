@@ -107,7 +107,7 @@ def test_cli_end_to_end_skips_bad_files(setup, tmp_path):
     assert q["budget"] == {"points": 40, "scope": "total", "used": 40}
     assert q["model"]["sha256"] == sha256_file(setup["model"]) and q["model"]["backend"] == "torch"
     assert q["classes"] == CLASSES
-    assert q["strategy"] == {"name": "stratified", "params": {"alpha": 0.5, "colour_levels": 8, "jitter": False, "min_area": 0.002, "rarity": 0.0, "rarity_share": 1.0}, "seed": 0}  # the default
+    assert q["strategy"] == {"name": "stratified", "params": {"alpha": 0.5, "colour_levels": 8, "jitter": True, "min_area": 0.002, "rarity": 1.0, "rarity_share": 1.0}, "seed": 0}  # the default
     assert "timings" not in q  # the file is reproducible; timings go to the log and the return value
 
 

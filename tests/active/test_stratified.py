@@ -9,6 +9,8 @@ from atool.active.strategies import make_strategy
 from atool.active.strategies.stratified import region_quota
 from atool.core.errors import BadInput
 
+# The divisor rule and uniform draws inside a region, without the defaults' jitter and rarity.
+PLAIN = {"jitter": False, "rarity": 0.0}
 
 def _maps(pred: np.ndarray, classes: int = 4) -> dict[str, np.ndarray]:
     prob = np.full((classes, *pred.shape), 0.02, np.float32)
@@ -37,7 +39,7 @@ def test_quota_follows_the_divisor_rule():
 def test_every_region_above_the_floor_is_asked_and_small_ones_get_more_than_their_area():
     pred = _layout()
     maps = _maps(pred)
-    cands = make_strategy("stratified").candidates(maps, np.random.default_rng(0), 12)
+    cands = make_strategy("stratified", PLAIN).candidates(maps, np.random.default_rng(0), 12)
     got = pred[cands.y.astype(int), cands.x.astype(int)]
     counts = np.bincount(got, minlength=4)
     assert counts.sum() == 12 and counts[2] >= 1, counts
@@ -47,7 +49,7 @@ def test_every_region_above_the_floor_is_asked_and_small_ones_get_more_than_thei
     # every prefix is stratified too: by score, points follow the divisor keys
     first = got[np.argsort(-cands.score)]
     assert first[:2].tolist() == [0, 1]
-    equal = make_strategy("stratified", {"alpha": 0.0}).candidates(maps, np.random.default_rng(0), 12)
+    equal = make_strategy("stratified", {**PLAIN, "alpha": 0.0}).candidates(maps, np.random.default_rng(0), 12)
     by_score = pred[equal.y.astype(int), equal.x.astype(int)][np.argsort(-equal.score)]
     assert set(by_score[:3].tolist()) == {0, 1, 2}, "equal shares: the first three points reach all three regions"
 
@@ -57,7 +59,7 @@ def test_labeled_pixels_are_never_proposed_and_seeds_reproduce():
     maps = _maps(pred)
     maps["labeled"] = np.zeros(pred.shape, bool)
     maps["labeled"][:, :64] = True
-    strat = make_strategy("stratified", {"alpha": 0.0})
+    strat = make_strategy("stratified", {**PLAIN, "alpha": 0.0})
     a = strat.candidates(maps, np.random.default_rng(5), 20)
     b = strat.candidates(maps, np.random.default_rng(5), 20)
     assert not maps["labeled"][a.y.astype(int), a.x.astype(int)].any()
@@ -67,7 +69,7 @@ def test_labeled_pixels_are_never_proposed_and_seeds_reproduce():
 def test_random_within_a_region_reaches_a_differently_coloured_part_in_proportion():
     # one predicted class over the whole image: stratified is then exactly uniform random
     pred = np.zeros((64, 64), np.int64)
-    cands = make_strategy("stratified").candidates(_maps(pred, 2), np.random.default_rng(1), 400)
+    cands = make_strategy("stratified", PLAIN).candidates(_maps(pred, 2), np.random.default_rng(1), 400)
     top = (cands.y.astype(int) < 16).mean()
     assert 0.17 < top < 0.33, top  # a quarter of the area holds about a quarter of the points
 
@@ -92,7 +94,7 @@ def test_jitter_asks_every_class_at_its_share_even_at_tiny_budgets():
     target = np.sqrt(area) / np.sqrt(area).sum()
     shares = {}
     for jitter in (False, True):
-        strat = make_strategy("stratified", {"jitter": jitter})
+        strat = make_strategy("stratified", {"jitter": jitter, "rarity": 0.0})
         counts = np.zeros(5)
         for seed in range(300):
             c = strat.candidates(maps, np.random.default_rng(seed), 3)
@@ -132,14 +134,14 @@ def _one_region_with_a_rare_colour() -> tuple[dict[str, np.ndarray], np.ndarray]
 def test_rarity_draws_points_towards_colours_rare_in_their_region():
     maps, rare = _one_region_with_a_rare_colour()
     hits = {}
-    for params in ({}, {"rarity": 1.0}, {"rarity": 1.0, "rarity_share": 0.5}):
+    for params in ({"rarity": 0.0}, {}, {"rarity": 1.0, "rarity_share": 0.5}):
         strat = make_strategy("stratified", params)
         got = [rare[c.y, c.x].mean() for c in (strat.candidates(maps, np.random.default_rng(s), 10) for s in range(200))]
         hits[str(params)] = float(np.mean(got))
     # uniform: the area share (about 2 %); beta 1: the two colours weigh the same (about 50 %);
     # half-and-half mixture: about (2 % + 50 %) / 2
-    assert hits["{}"] == pytest.approx(80 / 4096, abs=0.01)
-    assert hits["{'rarity': 1.0}"] == pytest.approx(0.5, abs=0.05)
+    assert hits["{'rarity': 0.0}"] == pytest.approx(80 / 4096, abs=0.01)
+    assert hits["{}"] == pytest.approx(0.5, abs=0.05)  # the default is beta 1
     assert hits["{'rarity': 1.0, 'rarity_share': 0.5}"] == pytest.approx(0.26, abs=0.05)
 
 
@@ -169,3 +171,48 @@ def test_rarity_needs_the_image_of_the_same_size():
 def test_bad_rarity_parameters_are_one_line_errors(params):
     with pytest.raises(BadInput):
         make_strategy("stratified", params)
+
+
+def test_large_images_are_sampled_with_every_pixel_equally_likely():
+    """Above MAX_POOL pixels only a stride sample is looked at; shares and exclusions must survive it."""
+    from atool.active.strategies.stratified import MAX_POOL, _pixel_pool
+
+    h, w = 512, 1024  # 4 x MAX_POOL pixels: one in four is looked at
+    assert h * w == 4 * MAX_POOL
+    labeled = np.zeros((h, w), bool)
+    labeled[:, :512] = True
+    rng = np.random.default_rng(0)
+    seen = np.zeros(h * w, np.int64)
+    for _ in range(40):
+        pool = _pixel_pool(h * w, labeled, rng)
+        assert not labeled.reshape(-1)[pool].any() and np.all(np.diff(pool) > 0)
+        seen[pool] += 1
+    free_hits = seen.reshape(h, w)[:, 512:]
+    assert free_hits.mean() == pytest.approx(40 / 4, rel=0.01)  # each free pixel in about 1 sample of 4
+    assert np.count_nonzero(free_hits) > 0.99 * free_hits.size  # no pixel is out of reach
+
+    pred = np.zeros((h, w), np.int64)
+    pred[:, 900:] = 1  # 12.1 % of the image
+    maps = _maps(pred, classes=2)
+    maps["image"] = np.zeros((h, w, 3), np.uint8)
+    maps["image"][::2, ::2] = 255  # two colours, evenly spread
+    maps["labeled"] = labeled
+    strat = make_strategy("stratified", {"alpha": 1.0})
+    got = [strat.candidates(maps, np.random.default_rng(s), 20) for s in range(50)]
+    assert all(not labeled[c.y, c.x].any() and len(c) == 20 for c in got)
+    share = np.mean([np.mean(pred[c.y, c.x] == 1) for c in got])
+    assert share == pytest.approx(124 / 512, abs=0.05)  # alpha 1: clicks follow the free area
+
+
+def test_rare_colour_draws_agree_between_the_sampling_paths():
+    """The cumulative-weight draw (few points) and the exponential keys (region nearly used up) follow the same weights."""
+    from atool.active.strategies.stratified import _successive_draw
+
+    sizes = np.array([90, 10])
+    weight = np.array([1.0, 1.0])  # rarity 1: each colour's total weight is the same
+    rng = np.random.default_rng(0)
+    hits = np.mean([np.mean(_successive_draw(sizes, weight, 5, rng) >= 90) for _ in range(2000)])
+    assert hits == pytest.approx(0.5, abs=0.03)
+    maps, rare = _one_region_with_a_rare_colour()
+    small = {"prob": maps["prob"][:, :8, :8], "image": maps["image"][:8, :8]}
+    assert len(make_strategy("stratified").candidates(small, np.random.default_rng(1), 40)) == 40

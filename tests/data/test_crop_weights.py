@@ -77,3 +77,52 @@ def test_negative_or_nan_loss_weights_are_one_line_errors(synth_pair, tmp_path, 
                 "--iters", "1", "--batch-size", "1", "--crop", "64x32")
     assert_one_line_error(r, contains=option.strip("-").replace("-", "_") + " must be >= 0")
     assert not (tmp_path / "m.pt").exists()
+
+
+def _sparse_folder(root, labels: list[np.ndarray]):
+    """A folder dataset of blank images whose label maps are ``labels``."""
+    from atool.data.adapters.folder import FolderDataset
+    from atool.data.images import write_image, write_label
+
+    (root / "images").mkdir(parents=True)
+    (root / "labels").mkdir()
+    (root / "classes.txt").write_text("a\nb\nc\n")
+    for i, label in enumerate(labels):
+        write_image(root / "images" / f"{i}.png", np.zeros(label.shape + (3,), np.uint8))
+        write_label(root / "labels" / f"{i}.png", label)
+    return FolderDataset(root)
+
+
+def test_class_balance_gives_each_class_the_same_total_weight(tmp_path):
+    from atool.data.crops import CropDataset
+
+    # 30 labelled pixels of class 0, 6 of class 1, none of class 2.
+    first = np.full((16, 16), 255, np.uint8)
+    first[0, :10] = 0
+    first[5, :6] = 1
+    second = np.full((16, 16), 255, np.uint8)
+    second[8, :16], second[9, :4] = 0, 0
+    folder = _sparse_folder(tmp_path / "t", [first, second])
+    plain = CropDataset(folder, (16, 16), flip=False)
+    assert plain.class_factors is None
+    assert plain.class_counts()[:3].tolist() == [30, 6, 0]
+    balanced = CropDataset(folder, (16, 16), flip=False, class_balance=1.0)
+    f = balanced.class_factors
+    assert f[2] == 0 and f[255] == 0
+    assert np.isclose(f[0] * 30, f[1] * 6)  # the same total per class present
+    assert np.isclose(f[0] * 30 + f[1] * 6, 36)  # mean weight over labelled pixels stays 1
+    half = CropDataset(folder, (16, 16), flip=False, class_balance=0.5).class_factors
+    assert np.isclose(half[1] / half[0], np.sqrt(5))
+    item = balanced[(0, 0)]
+    weight, label = item["weight"].numpy(), item["label"].numpy()
+    assert np.allclose(weight[label == 0], f[0]) and np.allclose(weight[label == 1], f[1])
+    assert (weight[label == 255] == 0).all()
+
+
+@pytest.mark.parametrize("value", ["-0.5", "1.5", "nan"])
+def test_click_balance_out_of_range_is_a_one_line_error(synth_pair, tmp_path, value):
+    from conftest import assert_one_line_error, run_cli
+
+    r = run_cli("train", "source", "--source", synth_pair / "source", "--out", tmp_path / "m.pt", "--click-balance", value,
+                "--iters", "1", "--batch-size", "1", "--crop", "64x32")
+    assert_one_line_error(r, contains="click_balance must be in [0, 1]")

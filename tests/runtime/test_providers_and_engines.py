@@ -185,6 +185,16 @@ def test_cpu_provider_still_runs(model_pair):
         OnnxRuntimeBackend(model_pair[1], device="cuda", provider="cpu")
 
 
+def test_cpu_sessions_do_not_spin_unless_asked(model_pair):
+    from atool.runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    key = "session.intra_op.allow_spinning"
+    quiet = OnnxRuntimeBackend(model_pair[1], device="cpu")
+    assert quiet.session.get_session_options().get_session_config_entry(key) == "0"
+    spinning = OnnxRuntimeBackend(model_pair[1], device="cpu", session_options={"config": {key: "1"}})
+    assert spinning.session.get_session_options().get_session_config_entry(key) == "1"
+
+
 def test_provider_needs_onnxruntime_backend(model_pair, synth_pair, tmp_path):
     r = run_cli("query", "--model", model_pair[0], "--images", synth_pair / "target_train" / "images", "--budget", "5",
                 "--out", tmp_path / "q.json", "--backend", "torch", "--provider", "cuda")

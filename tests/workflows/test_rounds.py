@@ -77,6 +77,12 @@ def test_finetune_trains_on_sparse_target_labels(synth_pair, tmp_path, tiny_chec
                 "--init", tiny_checkpoint, "--iters", "3", "--batch-size", "2", "--crop", "64x32", "--out", out)
     assert r.exit_code == 0, r.output
     assert out.is_file()
+    # Class-balanced CE on the clicks says the weights it chose.
+    r = run_cli("train", "finetune", "--source", synth_pair / "source", "--target", pool, "--target-labels", labels,
+                "--init", tiny_checkpoint, "--iters", "2", "--batch-size", "2", "--crop", "64x32", "--out", tmp_path / "b.pt",
+                "--click-balance", "0.5")
+    assert r.exit_code == 0, r.output
+    assert "click_balance 0.5: target label weight per class:" in r.output
     r = run_cli("train", "finetune", "--source", synth_pair / "source", "--target", pool, "--init", tiny_checkpoint,
                 "--iters", "1", "--out", tmp_path / "x.pt")
     assert r.exit_code == 2 and "--target-labels" in r.output
