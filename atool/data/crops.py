@@ -204,14 +204,15 @@ class CropDataset(Dataset):
             return np.ascontiguousarray(a[:, ::-1] if flip else a)
 
         out = {"image": torch.from_numpy(cut(image)).permute(2, 0, 1).contiguous()}
-        if label is not None:
-            out["label"] = torch.from_numpy(cut(label)).long()
-        if self.class_factors is not None and label is not None:
-            cut_label = cut(label)
-            base = cut(weight) if weight is not None else (cut_label != IGNORE).astype(np.float32)
-            out["weight"] = torch.from_numpy(base * self.class_factors[cut_label])
-        elif weight is not None:
-            out["weight"] = torch.from_numpy(cut(weight))
+        crop_label = cut(label) if label is not None else None
+        if crop_label is not None:
+            out["label"] = torch.from_numpy(crop_label).long()
+        crop_weight = cut(weight) if weight is not None else None
+        if self.class_factors is not None and crop_label is not None:
+            base = crop_weight if crop_weight is not None else (crop_label != IGNORE).astype(np.float32)
+            crop_weight = base * self.class_factors[crop_label]
+        if crop_weight is not None:
+            out["weight"] = torch.from_numpy(crop_weight)
         return out
 
 

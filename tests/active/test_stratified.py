@@ -184,7 +184,7 @@ def test_large_images_are_sampled_with_every_pixel_equally_likely():
     rng = np.random.default_rng(0)
     seen = np.zeros(h * w, np.int64)
     for _ in range(40):
-        pool = _pixel_pool(h * w, labeled, rng)
+        pool = _pixel_pool(h * w, 4, labeled, rng)
         assert not labeled.reshape(-1)[pool].any() and np.all(np.diff(pool) > 0)
         seen[pool] += 1
     free_hits = seen.reshape(h, w)[:, 512:]

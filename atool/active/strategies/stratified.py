@@ -130,11 +130,11 @@ class Stratified(Strategy):
     def candidates(self, maps: Maps, rng: np.random.Generator, want: int) -> Candidates:
         prob = maps["prob"]
         c, h, w = prob.shape
-        pool = _pixel_pool(h * w, maps.get("labeled"), rng)
+        stride = -(-h * w // MAX_POOL)
+        pool = _pixel_pool(h * w, stride, maps.get("labeled"), rng)
         # np.take keeps the gathered planes C-contiguous (indexing [:, pool] returns them column-major).
         pred = argmax(prob).reshape(-1) if pool is None else argmax(np.take(prob.reshape(c, -1), pool, axis=1))
         counts = np.bincount(pred, minlength=c)
-        stride = -(-h * w // MAX_POOL)
         area = counts.astype(np.float64) * stride / (h * w)
         regions = np.flatnonzero(area >= max(self.params["min_area"], 1e-12))
         if regions.size == 0:
@@ -188,16 +188,15 @@ class Stratified(Strategy):
         return pixels[_successive_draw(m, m * pixel_weight, k, rng)]
 
 
-def _pixel_pool(n: int, labeled: np.ndarray | None, rng: np.random.Generator) -> np.ndarray | None:
-    """Flat indices of the pixels a query looks at: the unlabeled ones, at most about ``MAX_POOL``.
+def _pixel_pool(n: int, stride: int, labeled: np.ndarray | None, rng: np.random.Generator) -> np.ndarray | None:
+    """Flat indices of the pixels a query looks at: the unlabeled ones, one in ``stride``.
 
-    None means every pixel. Above ``MAX_POOL`` pixels, one pixel is drawn
+    None means every pixel. With ``stride`` = ceil(n / MAX_POOL) > 1, one pixel is drawn
     uniformly from each run of ``stride`` consecutive ones, so every pixel is
     equally likely to be looked at and the cost of a query stays flat as
     cameras grow (2048x1024: one pixel in 16), while 2**17 samples still
     measure a region's area to a small fraction of a percent.
     """
-    stride = -(-n // MAX_POOL)
     pool = None
     if stride > 1:
         pool = np.arange(0, n, stride, dtype=np.int64)
