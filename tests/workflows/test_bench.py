@@ -21,6 +21,8 @@ def _load_bench():
 def test_bench_rejects_bad_arguments(capsys):
     bench = _load_bench()
     assert bench.main(["--images", "0"]) == 2
+    assert bench.main(["--ort-config", "no-equals-sign"]) == 2
+    assert "KEY=VALUE" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exc:
         bench.main(["--size", "banana"])
     assert exc.value.code == 2
@@ -37,5 +39,8 @@ def test_bench_reports_both_backends_and_ratios(tmp_path):
     for r in rows.values():
         assert r["images"] == 2 and r["infer_images_per_s"] > 0 and r["query_images_per_s"] > 0
         assert r["end_to_end_over_inference"] == pytest.approx(r["infer_seconds"] / r["query_seconds"], rel=0.05)
+        cpu = r["cpu_ms_per_image"]
+        assert cpu["host"] == pytest.approx(cpu["query"] - cpu["inference"], abs=0.02)
+        assert 0 < r["end_to_end_bound"] <= 1
     ratio = result["onnxruntime_over_torch"]["inference"]
     assert ratio == pytest.approx(rows["onnxruntime"]["infer_images_per_s"] / rows["torch"]["infer_images_per_s"], rel=0.05)
