@@ -102,6 +102,18 @@ def main(argv: list[str] | None = None) -> int:
     if bad:
         print(f"oracle_bound: unknown variant(s) {', '.join(bad)}; valid: {', '.join(VARIANTS)}", file=sys.stderr)
         return 2
+    try:
+        budgets, seeds = [int(b) for b in args.budgets.split(",")], [int(s) for s in args.seeds.split(",")]
+    except ValueError:
+        print(f"oracle_bound: --budgets and --seeds take comma-separated integers, got {args.budgets!r} and {args.seeds!r}",
+              file=sys.stderr)
+        return 2
+    missing = [f"b{b}_s{s}" for b in budgets for s in seeds
+               if not (sweep / "arms" / "random" / f"b{b}_s{s}" / "stage_1" / "queries.json").is_file()]
+    if not (sweep / "curve_config.json").is_file() or missing:
+        print(f"oracle_bound: {sweep} is not a finished atool curve folder with random arms {', '.join(missing) or ''}".rstrip(),
+              file=sys.stderr)
+        return 2
     config = json.loads((sweep / "curve_config.json").read_text(encoding="utf-8"))
     inputs, retrain = config["inputs"], config["recipe"]["retrain"]
     pool, oracle, init = Path(inputs["pool"]), Path(inputs["oracle"]), Path(inputs["init"])
@@ -109,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     backend = load_backend(init)
     preds: dict[str, np.ndarray] = {}
     results = []
-    for budget in [int(b) for b in args.budgets.split(",")]:
-        for seed in [int(s) for s in args.seeds.split(",")]:
+    for budget in budgets:
+        for seed in seeds:
             template = json.loads((sweep / "arms" / "random" / f"b{budget}_s{seed}" / "stage_1" / "queries.json").read_text())
             for variant in variants:
                 arm = out / variant / f"b{budget}_s{seed}"
@@ -155,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.setdefault((r["variant"], r["budget"]), []).append(r["miou"])
     for budget in sorted({b for _, b in rows}):
         rand = [json.loads((sweep / "arms" / "random" / f"b{budget}_s{s}" / "result.json").read_text())["miou"]
-                for s in [int(s) for s in args.seeds.split(",")]]
+                for s in seeds]
         print(f"b{budget} random {np.mean(rand):.2f} ± {np.std(rand, ddof=1):.2f}")
         for (variant, b), vals in sorted(rows.items()):
             if b == budget:
