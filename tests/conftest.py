@@ -40,6 +40,17 @@ def tiny_checkpoint(tmp_path_factory, synth_pair) -> Path:
     return path
 
 
+def load_tool(name: str):
+    """Import ``tools/<name>.py`` (scripts are not a package) as a module."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "tools" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def run_cli(*args: str):
     """Invoke the real `atool` click group in-process; returns click's Result."""
     from click.testing import CliRunner

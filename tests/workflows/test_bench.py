@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "tools" / "bench_query.py"
-
-
-def _load_bench():
-    spec = importlib.util.spec_from_file_location("bench_query", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_tool
 
 
 def test_bench_rejects_bad_arguments(capsys):
-    bench = _load_bench()
+    bench = load_tool("bench_query")
     assert bench.main(["--images", "0"]) == 2
     assert bench.main(["--ort-config", "no-equals-sign"]) == 2
     assert "KEY=VALUE" in capsys.readouterr().err
@@ -30,7 +20,7 @@ def test_bench_rejects_bad_arguments(capsys):
 
 @pytest.mark.slow
 def test_bench_reports_both_backends_and_ratios(tmp_path):
-    bench = _load_bench()
+    bench = load_tool("bench_query")
     out = tmp_path / "bench.json"
     assert bench.main(["--images", "2", "--size", "128x64", "--repeats", "1", "--budget", "5", "--json", str(out)]) == 0
     result = json.loads(out.read_text())

@@ -2,19 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 
 import numpy as np
-
-TOOL = Path(__file__).resolve().parents[2] / "tools" / "oracle_bound.py"
-
-
-def _load():
-    spec = importlib.util.spec_from_file_location("oracle_bound", TOOL)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from conftest import load_tool
 
 
 def _fixture():
@@ -29,7 +19,7 @@ def _fixture():
 
 
 def test_errors_variant_picks_only_wrong_pixels_and_never_ignored_ones():
-    tool = _load()
+    tool = load_tool("oracle_bound")
     truth, pred = _fixture()
     wrong = (pred != truth) & (truth != 255)
     for seed in range(5):
@@ -41,7 +31,7 @@ def test_errors_variant_picks_only_wrong_pixels_and_never_ignored_ones():
 
 
 def test_class_splits_follow_their_rule():
-    tool = _load()
+    tool = load_tool("oracle_bound")
     truth, pred = _fixture()
     idx = tool.select("true_equal", truth, pred, 9, np.random.default_rng(0))
     assert np.bincount(truth.ravel()[idx], minlength=3).tolist() == [3, 3, 3]
@@ -52,7 +42,7 @@ def test_class_splits_follow_their_rule():
 
 
 def test_bad_input_exits_2(tmp_path, capsys):
-    tool = _load()
+    tool = load_tool("oracle_bound")
     assert tool.main(["--sweep", str(tmp_path), "--out", str(tmp_path / "o"), "--variants", "psychic"]) == 2
     assert "valid:" in capsys.readouterr().err
     assert tool.main(["--sweep", str(tmp_path), "--out", str(tmp_path / "o")]) == 2
