@@ -148,7 +148,7 @@ def _check_model(strat: Any, cfg: QueryConfig, backend: Any, model_path: Path) -
     if strat.needs_heads and not backend.heads:
         from atool.active.strategies.inconsistency import heads_message
 
-        raise BadInput(f"{heads_message(cfg.strategy)}; {model_path.name} has no head1/head2 outputs")
+        raise BadInput(f"{heads_message(cfg.strategy)}; {model_path.name} has no selector-head outputs")
     if strat.needs_maps:
         missing = [m for m in strat.needs_maps if m not in backend.output_names]
         if missing:

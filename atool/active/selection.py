@@ -19,6 +19,7 @@ from atool.active.candidates import (
 )
 from atool.active.pseudo import PseudoWriter
 from atool.active.strategies import Strategy, image_rng
+from atool.active.strategies.inconsistency import heads_agree_at
 from atool.core.errors import Mismatch
 from atool.data.adapters.folder import IGNORE
 from atool.data.images import read_label
@@ -109,10 +110,7 @@ class Scan:
         self.sizes[item.index] = size
         labeled = self._labeled(rel, size)
         if labeled is not None:
-            maps = dict(maps, labeled=labeled)
-            if "head1" in maps:
-                # Heads that agree raise no inconsistency: labeled pixels leave the selector's mask.
-                maps["head2"] = np.where(labeled[None], maps["head1"], maps["head2"])
+            maps = heads_agree_at(dict(maps, labeled=labeled), labeled)
         if self.region:
             self._one_region(item.index, rel, size, maps)
             self.timings["select"] += time.perf_counter() - t0

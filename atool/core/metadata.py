@@ -138,7 +138,10 @@ def parse_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
     if props["atool.heads"] not in ("true", "false"):
         raise bad("atool.heads", '"true" or "false"')
     heads = props["atool.heads"] == "true"
-    if heads != ({"head1", "head2"} <= set(outputs)):
+    # heads_disagree/heads_discrepancy since the selector graph reduces its heads in-graph;
+    # head1/head2 (the heads' softmaxes) in models exported before, which still run.
+    has_heads = {"heads_disagree", "heads_discrepancy"} <= set(outputs) or {"head1", "head2"} <= set(outputs)
+    if heads != has_heads:
         raise BadInput(f"{source}: metadata atool.heads={props['atool.heads']} disagrees with atool.outputs {outputs}; {hint}")
     protos = props.get("atool.prototypes", "false")
     if protos not in ("true", "false"):

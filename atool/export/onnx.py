@@ -180,7 +180,7 @@ def export_onnx(
     """Export ``checkpoint`` to ``out`` (.onnx) with atool metadata; optionally verify parity.
 
     The graph maps uint8 N x H x W x 3 RGB ("image") to float32 ``prob``
-    N x C x H x W and ``entropy`` N x H x W (plus ``head1``/``head2``, and
+    N x C x H x W and ``entropy`` N x H x W (plus ``heads_disagree``/``heads_discrepancy`` N x H x W for a selector, and
     ``gap`` N x H x W when the checkpoint has source prototypes), with
     N, H, W dynamic. ``sample_size`` is (width, height) for tracing and for the
     verification images. ``verify(checkpoint, written_onnx)`` (e.g. the runtime's

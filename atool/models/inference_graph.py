@@ -8,10 +8,15 @@ the same function and the host does no per-pixel work beyond decoding.
 Outputs (float32):
   ``prob``     N x C x H x W softmax at input resolution
   ``entropy``  N x H x W pixel entropy divided by log(C), in [0, 1]
-  ``head1``/``head2`` N x C x H x W selector-head softmaxes, when the model has heads;
-               computed at the model's output stride and upsampled nearest-neighbour
-               (one value per stride cell), which keeps a shared-backbone selector
-               within ~1.15-1.3x of the plain model's cost (README, tools/bench_graph.py)
+  ``heads_disagree``    N x H x W, 1.0 where argmax head1 != argmax head2, else 0.0,
+  ``heads_discrepancy`` N x H x W, sum_c |P_head1 - P_head2|, in [0, 2],
+               when the model has selector heads: the two maps LabOR's strategies
+               read. Both are computed at the model's output stride and upsampled
+               nearest-neighbour (one value per stride cell), so the selector adds
+               two single-channel maps to the outputs, not two C-channel ones
+               (``tools/bench_graph.py`` measures the selector over the plain model).
+               Models exported before carry ``head1``/``head2`` (the heads' softmaxes,
+               N x C x H x W); the strategies read either pair.
   ``gap``      N x H x W domain gap, 1 - cosine(feature, source prototype of the
                predicted class), in [0, 2], when source prototypes are given
                (``atool.models.features.gap_map``; features come from a hook on
@@ -31,6 +36,26 @@ from atool.ops.normalize import normalization, normalize
 from atool.ops.uncertainty_torch import inv_log_classes
 
 INPUT_NAME = "image"
+HEAD_OUTPUTS = ("heads_disagree", "heads_discrepancy")
+LEGACY_HEAD_OUTPUTS = ("head1", "head2")
+
+
+def first_max_index(prob: torch.Tensor) -> torch.Tensor:
+    """The index of the largest value along dim 1 (the first on ties, as numpy's argmax), as float.
+
+    Written with ReduceMax/Equal/Where/ReduceMin rather than ArgMax, which
+    TensorRT runs slowly, so the same graph serves every backend.
+    """
+    c = prob.shape[1]
+    index = torch.arange(c, dtype=prob.dtype, device=prob.device).view(1, c, 1, 1)
+    is_max = prob == prob.amax(dim=1, keepdim=True)
+    return torch.where(is_max, index, torch.full_like(index, float(c))).amin(dim=1)
+
+
+def head_maps(prob1: torch.Tensor, prob2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(disagreement 0/1, L1 discrepancy), each N x h x w, from two heads' softmaxes N x C x h x w."""
+    disagree = (first_max_index(prob1) != first_max_index(prob2)).to(prob1.dtype)
+    return disagree, (prob1 - prob2).abs().sum(dim=1)
 
 
 def softmax_entropy(logits: torch.Tensor, dim: int, inv_log_c: float | None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -75,7 +100,7 @@ class DeployModel(nn.Module):
         self.inv_log_c = inv_log_classes(num_classes)
 
     def output_names(self) -> list[str]:
-        return ["prob", "entropy"] + (["head1", "head2"] if self.heads else []) + (["gap"] if self.with_gap else [])
+        return ["prob", "entropy"] + (list(HEAD_OUTPUTS) if self.heads else []) + (["gap"] if self.with_gap else [])
 
     def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
         x = normalize(image.permute(0, 3, 1, 2), self.mean, self.inv_std)
@@ -86,15 +111,16 @@ class DeployModel(nn.Module):
         prob, entropy = softmax_entropy(logits, 1, self.inv_log_c)
         results = [prob, entropy]
         if self.heads:
-            # The heads share the backbone pass. Their softmax runs at the model's
-            # output stride and the probabilities are upsampled nearest-neighbour
-            # straight into the outputs: no full-resolution softmax, Resize or Split
-            # for them. Upsampling their logits bilinearly and normalising at full
-            # resolution made the selector cost 1.7-2.5x the plain model at 1024x512.
-            head1, head2 = (
-                F.interpolate(softmax_entropy(h, 1, None)[0], size=size, mode="nearest") for h in out["heads"]
-            )
-            results += [head1, head2]
+            # The heads share the backbone pass. Everything about them runs at the model's
+            # output stride, and only the two single-channel maps the strategies read are
+            # upsampled (nearest: argmax and |difference| commute with it, so these are the
+            # maps the host would have derived from full-resolution head softmaxes).
+            # Returning both heads' C-channel softmaxes at full resolution made the selector
+            # cost 1.22-1.33x the plain model at 1024x512; upsampling their logits
+            # bilinearly and normalising at full resolution, 1.7-2.5x.
+            prob1, prob2 = (softmax_entropy(h, 1, None)[0] for h in out["heads"])
+            for m in head_maps(prob1, prob2):
+                results.append(F.interpolate(m.unsqueeze(1), size=size, mode="nearest").squeeze(1))
         if self.with_gap:
             results.append(gap_map(feats[0], prob, self.prototypes))
         return tuple(results)

@@ -52,7 +52,9 @@ def compare_backends(reference: Backend, candidate: Backend, batches: Sequence[n
 
     Returns ``{"reference", "candidate" (backend names), "batches" ([N, H, W] each),
     "pixels", "max_abs_prob_diff", "max_abs_entropy_diff", "max_abs_head_diff"
-    (None without heads), "max_abs_gap_diff" (None without a ``gap`` output;
+    (None without heads; of ``heads_discrepancy``, or of ``head1``/``head2`` in
+    older exports), "heads_disagree_agreement" (fraction of pixels whose
+    ``heads_disagree`` agrees; None without it), "max_abs_gap_diff" (None without a ``gap`` output;
     over the pixels whose argmax class agrees, since the gap is read at the
     predicted class and a near-tie flipped by rounding picks another prototype),
     "argmax_agreement" (fraction of pixels whose argmax class agrees),
@@ -65,6 +67,7 @@ def compare_backends(reference: Backend, candidate: Backend, batches: Sequence[n
         )
     prob_diff = entropy_diff = 0.0
     head_diff: float | None = None
+    head_agree = (0, 0)  # pixels where heads_disagree matches, pixels compared
     gap_diff: float | None = None
     pixels = agree = 0
     shapes = []
@@ -81,9 +84,14 @@ def compare_backends(reference: Backend, candidate: Backend, batches: Sequence[n
                 )
         prob_diff = max(prob_diff, _max_abs_diff(ref["prob"], cand["prob"]))
         entropy_diff = max(entropy_diff, _max_abs_diff(ref["entropy"], cand["entropy"]))
-        for name in ("head1", "head2"):
+        for name in ("heads_discrepancy", "head1", "head2"):
             if name in ref:
                 head_diff = max(head_diff or 0.0, _max_abs_diff(ref[name], cand[name]))
+        if "heads_disagree" in ref:
+            # A 0/1 map: near-ties between the heads may flip with rounding, so it is
+            # compared as an agreement rate, like the argmax class.
+            head_same = (ref["heads_disagree"] > 0.5) == (cand["heads_disagree"] > 0.5)
+            head_agree = (head_agree[0] + int(head_same.sum()), head_agree[1] + int(head_same.size))
         same = ref["prob"].argmax(axis=1) == cand["prob"].argmax(axis=1)
         if "gap" in ref:
             gap_diff = max(gap_diff or 0.0, _max_abs_diff(ref["gap"][same], cand["gap"][same]))
@@ -98,6 +106,7 @@ def compare_backends(reference: Backend, candidate: Backend, batches: Sequence[n
         "max_abs_prob_diff": prob_diff,
         "max_abs_entropy_diff": entropy_diff,
         "max_abs_head_diff": head_diff,
+        "heads_disagree_agreement": head_agree[0] / head_agree[1] if head_agree[1] else None,
         "max_abs_gap_diff": gap_diff,
         "argmax_agreement": agree / pixels if pixels else 1.0,
         "argmax_disagreements": pixels - agree,
@@ -107,9 +116,9 @@ def compare_backends(reference: Backend, candidate: Backend, batches: Sequence[n
 def check_parity(report: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE, min_agreement: float = MIN_AGREEMENT) -> None:
     """Raise Failure (exit 1) when a ``compare_backends`` report is outside the limits.
 
-    Probabilities (head softmaxes, and the domain gap where the argmax agrees)
-    must agree within ``tolerance`` and the
-    argmax class on at least ``min_agreement`` of the pixels. Entropy is
+    Probabilities (and the heads' discrepancy, and the domain gap where the
+    argmax agrees) must agree within ``tolerance``; the argmax class and the
+    heads' disagreement map on at least ``min_agreement`` of the pixels. Entropy is
     reported but not gated: it is a smooth function of the probabilities.
     """
     problems = []
@@ -118,6 +127,9 @@ def check_parity(report: dict[str, Any], tolerance: float = DEFAULT_TOLERANCE, m
     head = report.get("max_abs_head_diff")
     if head is not None and not head <= tolerance:
         problems.append(f"max |dhead| = {head:.3g} > tolerance {tolerance:g}")
+    head_agree = report.get("heads_disagree_agreement")
+    if head_agree is not None and head_agree < min_agreement:
+        problems.append(f"heads-disagreement agreement {100 * head_agree:.3f}% < {100 * min_agreement:.1f}%")
     gap = report.get("max_abs_gap_diff")
     if gap is not None and not gap <= tolerance:
         problems.append(f"max |dgap| = {gap:.3g} > tolerance {tolerance:g}")
@@ -140,6 +152,8 @@ def format_report(report: dict[str, Any]) -> str:
     )
     if report.get("max_abs_head_diff") is not None:
         line += f"max |dhead| = {report['max_abs_head_diff']:.2g}, "
+    if report.get("heads_disagree_agreement") is not None:
+        line += f"heads-disagreement agreement = {math.floor(report['heads_disagree_agreement'] * 100_000) / 1000:.3f}%, "
     if report.get("max_abs_gap_diff") is not None:
         line += f"max |dgap| = {report['max_abs_gap_diff']:.2g}, "
     return line + f"argmax agreement = {pct:.3f}% over {report['pixels']} pixels"

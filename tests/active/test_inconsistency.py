@@ -155,6 +155,25 @@ def test_region_selection_respects_count_and_pixels():
     assert len(Regions.empty()) == 0
 
 
+def reduced(maps: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The maps as a graph exported now gives them: the heads reduced to disagreement and discrepancy."""
+    out = {k: v for k, v in maps.items() if k not in ("head1", "head2")}
+    out["heads_disagree"] = (maps["head1"].argmax(0) != maps["head2"].argmax(0)).astype(np.float32)
+    out["heads_discrepancy"] = np.abs(maps["head1"] - maps["head2"]).sum(0, dtype=np.float32)
+    return out
+
+
+def test_reduced_head_maps_choose_as_the_heads_softmaxes_do():
+    """Models exported before give head1/head2; both forms give the same points and regions."""
+    ppl, spl = make_strategy("inconsistency_ppl", {"score": "discrepancy"}), make_strategy("inconsistency_spl")
+    for seed in range(3):
+        maps = heads_maps(seed)
+        a, b = ppl.candidates(maps, image_rng(0, "a"), 100), ppl.candidates(reduced(maps), image_rng(0, "a"), 100)
+        assert len(a) > 0 and np.array_equal(a.x, b.x) and np.array_equal(a.y, b.y) and np.allclose(a.score, b.score)
+        ra, rb = spl.regions(maps, image_rng(0, "a"), 100), spl.regions(reduced(maps), image_rng(0, "a"), 100)
+        assert len(ra) > 0 and list(ra.counts) == list(rb.counts) and np.allclose(ra.score, rb.score)
+
+
 def test_strategies_without_heads_are_bad_input():
     maps = heads_maps(0)
     del maps["head1"], maps["head2"]

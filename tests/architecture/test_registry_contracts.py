@@ -321,6 +321,9 @@ def test_backend_infer_contract(name, heads, model_file):
     np.testing.assert_allclose(maps["prob"].sum(axis=1), 1.0, atol=1e-4)
     assert maps["entropy"].shape == (2, 20, 36) and maps["entropy"].dtype == np.float32
     assert (maps["entropy"] >= -1e-5).all() and (maps["entropy"] <= 1 + 1e-5).all()
-    assert ({"head1", "head2"} <= set(maps)) is heads
-    for key in ("head1", "head2") if heads else ():
-        assert maps[key].shape == (2, c, 20, 36) and maps[key].dtype == np.float32
+    assert ({"heads_disagree", "heads_discrepancy"} <= set(maps)) is heads
+    for key in ("heads_disagree", "heads_discrepancy") if heads else ():
+        assert maps[key].shape == (2, 20, 36) and maps[key].dtype == np.float32
+    if heads:
+        assert set(np.unique(maps["heads_disagree"])) <= {0.0, 1.0}
+        assert (maps["heads_discrepancy"] >= 0).all() and (maps["heads_discrepancy"] <= 2 + 1e-5).all()

@@ -13,6 +13,7 @@ from atool.core.config import TrainConfig, build_config
 from atool.core.errors import BadInput
 from atool.models import build_model
 from atool.models.inference_graph import DeployModel
+from atool.ops.normalize import normalization, normalize
 from atool.models.selector import SelectorModel
 from atool.core.checkpoint import IMAGENET_MEAN, IMAGENET_STD, save_checkpoint
 from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
@@ -150,16 +151,20 @@ def test_checkpoint_rebuilds_and_deploys_heads(adapted, tmp_path, target_batch):
     img = torch.randint(0, 256, (2, 32, 64, 3), dtype=torch.uint8)
     net = DeployModel(again, ck["mean"], ck["std"], len(ck["classes"]), heads=True).eval()
     with torch.no_grad():
-        prob, entropy, h1, h2 = net(img)
-    assert prob.shape == h1.shape == h2.shape == (2, len(ck["classes"]), 32, 64)
-    assert torch.allclose(h1.sum(1), torch.ones(2, 32, 64), atol=1e-5)
+        prob, entropy, disagree, discrepancy = net(img)
+        out = again(normalize(img.permute(0, 3, 1, 2).float(), *normalization(ck["mean"], ck["std"])))
+    assert prob.shape == (2, len(ck["classes"]), 32, 64) and disagree.shape == discrepancy.shape == (2, 32, 64)
+    # The in-graph maps are what the host derived from the heads' softmaxes upsampled nearest.
+    p1, p2 = (torch.nn.functional.interpolate(h.softmax(1), size=(32, 64), mode="nearest") for h in out["heads"])
+    assert torch.equal(disagree, (p1.argmax(1) != p2.argmax(1)).float())
+    assert torch.allclose(discrepancy, (p1 - p2).abs().sum(1), atol=1e-5)
 
     from atool.runtime.backends import load_backend
 
     backend = load_backend(path)
     assert backend.heads
     maps = backend.infer(img.numpy())
-    assert {"prob", "entropy", "head1", "head2"} <= set(maps)
+    assert {"prob", "entropy", "heads_disagree", "heads_discrepancy"} <= set(maps)
 
 
 def test_export_carries_the_heads(adapted, tmp_path):
@@ -175,14 +180,15 @@ def test_export_carries_the_heads(adapted, tmp_path):
                     classes=ck["classes"], step=0)
     report = export_checked(path, tmp_path / "sel.onnx", sample_size=(64, 32))
     assert report["metadata"]["atool.heads"] == "true"
-    assert report["outputs"] == ["prob", "entropy", "head1", "head2"]
+    assert report["outputs"] == ["prob", "entropy", "heads_disagree", "heads_discrepancy"]
     from atool.runtime.backends import load_backend
 
     ort = load_backend(tmp_path / "sel.onnx")
     assert ort.heads
     img = np.random.default_rng(0).integers(0, 256, (1, 32, 64, 3), dtype=np.uint8)
     a, b = ort.infer(img), load_backend(path).infer(img)
-    assert np.abs(a["head2"] - b["head2"]).max() < 1e-3
+    assert np.abs(a["heads_discrepancy"] - b["heads_discrepancy"]).max() < 1e-3
+    assert (a["heads_disagree"] == b["heads_disagree"]).mean() > 0.999
 
 
 def test_train_selector_through_the_loop(adapted, synth_pair, tmp_path):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from atool.models import build_model
-from atool.models.inference_graph import DeployModel, softmax_entropy
+from atool.models.inference_graph import DeployModel, first_max_index, softmax_entropy
 from atool.models.selector import SelectorModel, _lraspp_logits
 
 
@@ -36,16 +36,24 @@ def test_reordered_lraspp_head_equals_the_head(selector):
             torch.testing.assert_close(_lraspp_logits(head, feats), head(feats), atol=1e-4, rtol=1e-4)
 
 
-def test_selector_outputs_are_distributions_at_input_size(selector):
+def test_selector_outputs_are_maps_at_input_size(selector):
     net = DeployModel(selector, [0.5] * 3, [0.25] * 3, 5, heads=True).eval()
     image = torch.randint(0, 256, (1, 33, 50, 3), dtype=torch.uint8)
     with torch.no_grad():
-        prob, ent, h1, h2 = net(image)
+        prob, ent, disagree, discrepancy = net(image)
         plain = DeployModel(selector, [0.5] * 3, [0.25] * 3, 5, heads=False).eval()(image)
-    for p in (prob, h1, h2):
-        assert p.shape == (1, 5, 33, 50)
-        torch.testing.assert_close(p.sum(1), torch.ones(1, 33, 50), atol=1e-5, rtol=0)
+    assert prob.shape == (1, 5, 33, 50) and disagree.shape == discrepancy.shape == (1, 33, 50)
+    torch.testing.assert_close(prob.sum(1), torch.ones(1, 33, 50), atol=1e-5, rtol=0)
     # The main prediction is the plain model's, to the bit: the heads only add outputs.
     torch.testing.assert_close(prob, plain[0], atol=0, rtol=0)
     torch.testing.assert_close(ent, plain[1], atol=0, rtol=0)
-    assert not torch.equal(h1, h2)
+    assert set(disagree.unique().tolist()) <= {0.0, 1.0}
+    assert discrepancy.min() >= 0 and 0 < discrepancy.max() <= 2 + 1e-6  # head_noise: the heads differ
+    assert bool(((discrepancy > 0) | (disagree == 0)).all())  # argmaxes differ only where the softmaxes do
+
+
+def test_first_max_index_is_argmax_with_first_tie():
+    prob = torch.tensor([[0.2, 0.5, 0.5, 0.1], [0.4, 0.4, 0.1, 0.1]]).T.reshape(1, 4, 1, 2)
+    torch.testing.assert_close(first_max_index(prob), torch.tensor([[[1.0, 0.0]]]))
+    rand = torch.rand(2, 6, 5, 7)
+    torch.testing.assert_close(first_max_index(rand), rand.argmax(1).float())

@@ -206,9 +206,9 @@ def test_engine_metadata_parses_like_onnx(tmp_path):
     from atool.core.metadata import build_metadata, parse_metadata
 
     meta = build_metadata(version="t", classes=["a", "b"], mean=[0.5] * 3, std=[0.2] * 3, input_name="image",
-                          outputs=["prob", "entropy", "head1", "head2"], heads=True, source_sha256="0" * 64)
+                          outputs=["prob", "entropy", "heads_disagree", "heads_discrepancy"], heads=True, source_sha256="0" * 64)
     meta["atool.trt_precision"] = "fp16"
     props, _ = read_engine_file(write_engine_file(tmp_path / "m.engine", meta, b"e"))
     parsed = parse_metadata(props, "m.engine")
     assert parsed["classes"] == ["a", "b"] and parsed["heads"] is True and props["atool.trt_precision"] == "fp16"
-    assert json.loads(props["atool.outputs"])[2:] == ["head1", "head2"]
+    assert json.loads(props["atool.outputs"])[2:] == ["heads_disagree", "heads_discrepancy"]

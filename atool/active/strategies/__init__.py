@@ -22,7 +22,8 @@ from atool.core.errors import BadInput
 from atool.core.registry import Registry
 
 # One image's backend outputs: "prob" float32 C x H x W, "entropy" float32 H x W
-# (normalised by log C), optionally "head1"/"head2" float32 C x H x W, "gap"
+# (normalised by log C), optionally "heads_disagree"/"heads_discrepancy" float32
+# H x W (selector models; older exports give "head1"/"head2" float32 C x H x W), "gap"
 # float32 H x W (domain gap to the source prototypes, in [0, 2]), and
 # "labeled" bool H x W (pixels labeled in earlier rounds: never to be proposed;
 # the query drops any that a strategy still returns).
@@ -39,7 +40,7 @@ class Strategy:
     name: ClassVar[str] = "?"
     # "point": ``candidates`` ranks pixels; "region": ``regions`` ranks masks (budget counts regions)
     kind: ClassVar[str] = "point"
-    # True when the strategy reads the selector heads' outputs (head1/head2): the model must have them
+    # True when the strategy reads the selector heads' outputs: the model must have them
     needs_heads: ClassVar[bool] = False
     # Other backend outputs the strategy reads (e.g. ("gap",)); the query checks the model has them
     needs_maps: ClassVar[tuple[str, ...]] = ()

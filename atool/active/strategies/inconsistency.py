@@ -1,8 +1,11 @@
 """LabOR's strategies on the selector heads' inconsistency mask (DESIGN.md §4).
 
-Both read ``head1``/``head2`` (C x H x W softmaxes of the selector heads, from a
-model trained with ``atool train selector``) and the main prediction ``prob``.
-The inconsistency mask is ``M = argmax head1 != argmax head2``.
+Both read the selector heads (a model trained with ``atool train selector``)
+and the main prediction ``prob``. The inconsistency mask is
+``M = argmax head1 != argmax head2`` and the discrepancy ``sum_c |head1 - head2|``;
+the exported graph hands both over as ``heads_disagree``/``heads_discrepancy``
+(H x W), and models exported before give the heads' softmaxes ``head1``/``head2``
+(C x H x W), from which they are derived here.
 
 ``inconsistency_ppl`` (prototypical pixel labeling): the pixels of M are
 grouped by the main model's predicted class k (D_k). The class prototype is
@@ -41,8 +44,16 @@ from atool.ops.uncertainty import argmax, at_points
 from atool.core.errors import BadInput
 
 
+HEAD_MAPS = ("heads_disagree", "heads_discrepancy")
+LEGACY_HEAD_MAPS = ("head1", "head2")
+
+
+def has_head_maps(maps: Maps) -> bool:
+    return all(k in maps for k in HEAD_MAPS) or all(k in maps for k in LEGACY_HEAD_MAPS)
+
+
 def require_heads(maps: Maps, strategy: str) -> None:
-    if "head1" not in maps or "head2" not in maps:
+    if not has_head_maps(maps):
         raise BadInput(heads_message(strategy))
 
 
@@ -55,12 +66,27 @@ def heads_message(strategy: str) -> str:
 
 def inconsistency_mask(maps: Maps) -> np.ndarray:
     """bool H x W: argmax head1 != argmax head2."""
+    if "heads_disagree" in maps:
+        return maps["heads_disagree"] > 0.5
     return argmax(maps["head1"]) != argmax(maps["head2"])
 
 
 def discrepancy_map(maps: Maps) -> np.ndarray:
     """float32 H x W: sum_c |head1 - head2|, in [0, 2]."""
+    if "heads_discrepancy" in maps:
+        return np.asarray(maps["heads_discrepancy"], dtype=np.float32)
     return np.abs(maps["head1"] - maps["head2"]).sum(axis=0, dtype=np.float32)
+
+
+def heads_agree_at(maps: Maps, where: np.ndarray) -> Maps:
+    """``maps`` with the heads made to agree at the pixels of ``where`` (bool H x W): labeled
+    pixels raise no inconsistency, so they leave the selector's mask."""
+    if "heads_disagree" in maps:
+        return dict(maps, heads_disagree=np.where(where, 0.0, maps["heads_disagree"]).astype(np.float32),
+                    heads_discrepancy=np.where(where, 0.0, maps["heads_discrepancy"]).astype(np.float32))
+    if "head1" in maps:
+        return dict(maps, head2=np.where(where[None], maps["head1"], maps["head2"]))
+    return maps
 
 
 class _HeadsStrategy(Strategy):

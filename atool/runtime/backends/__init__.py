@@ -3,7 +3,8 @@
 Every backend runs the same inference graph (atool.models.inference_graph.DeployModel):
 ``infer(batch)`` takes uint8 N x H x W x 3 RGB (all images of one size) and
 returns float32 numpy arrays ``prob`` N x C x H x W and ``entropy`` N x H x W
-(normalised by log C), plus ``head1``/``head2`` when the model has selector heads
+(normalised by log C), plus ``heads_disagree``/``heads_discrepancy`` N x H x W when the model has
+selector heads (``head1``/``head2`` N x C x H x W in models exported before)
 and ``gap`` N x H x W (domain gap to the source prototypes, in [0, 2]) when it
 has prototypes (``atool prototypes``).
 onnxruntime and tensorrt are imported inside their backends only.
