@@ -53,6 +53,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="also time the whole query with each of these strategies on each backend, as a ratio to entropy_patch")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads for both backends (0: all cores)")
+    p.add_argument("--image-format", choices=("png", "jpg"), default="png",
+                   help="file format of the query images (default png; jpg at quality 95, as camera fleets record)")
     p.add_argument("--workdir", help="keep images and models here instead of a temporary folder")
     p.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
     p.add_argument("--ort-config", action="append", default=[], metavar="KEY=VALUE",
@@ -72,15 +74,33 @@ def _prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, Path]:
     data = work / "data"
     if not (data / "synth.json").is_file():
         write_synth_pair(data, n_source=1, n_target=args.images, n_val=1, size=args.size, seed=0)
+    images = data / "target_train" / "images"
+    if args.image_format == "jpg":
+        images = _as_jpeg(images, data / "target_train_jpg")
     if args.checkpoint:
         onnx_given = Path(args.onnx) if args.onnx else Path(args.checkpoint).with_suffix(".onnx")
-        return data / "target_train" / "images", Path(args.checkpoint), onnx_given
+        return images, Path(args.checkpoint), onnx_given
     ckpt, onnx_path = work / "model.pt", work / "model.onnx"
     torch.manual_seed(0)
     model = build_model(args.model, num_classes=len(SYNTH_CLASSES)).eval()
     save_checkpoint(ckpt, model=model, model_name=args.model, model_args={}, classes=SYNTH_CLASSES, step=0)
     export_checked(ckpt, onnx_path, verify=True)
-    return data / "target_train" / "images", ckpt, onnx_path
+    return images, ckpt, onnx_path
+
+
+def _as_jpeg(src: Path, dst: Path) -> Path:
+    """JPEG copies (quality 95) of the PNGs in ``src``: decoding a JPEG costs about a third of a PNG's."""
+    import cv2
+
+    from atool.data.images import list_images, read_image
+
+    dst.mkdir(parents=True, exist_ok=True)
+    for path in list_images(src):
+        out = dst / f"{path.stem}.jpg"
+        if not out.is_file():
+            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(read_image(path), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+            out.write_bytes(buf.tobytes())
+    return dst
 
 
 def _median_seconds(fn, repeats: int) -> tuple[float, float]:
@@ -199,6 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     torch_row, ort_row = rows
     result = {
         "size": f"{args.size[0]}x{args.size[1]}",
+        "image_format": args.image_format,
         "model": args.checkpoint or args.model,
         "batch_size": args.batch_size,
         "budget_per_image": args.budget,
@@ -214,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             "end_to_end": round(ort_row["query_images_per_s"] / torch_row["query_images_per_s"], 3),
         },
     }
-    print(f"query benchmark: {torch_row['images']} images at {result['size']}, "
+    print(f"query benchmark: {torch_row['images']} {args.image_format} images at {result['size']}, "
           f"{args.model}, batch {args.batch_size}, {args.budget} points/image, {result['machine']}")
     print(f"{'backend':<12} {'infer img/s':>12} {'query img/s':>12} {'e2e/infer':>10} {'CPU ms/img infer':>17} {'query':>7} {'host':>7} {'util infer':>11} {'query':>6} {'e2e bound':>10}")
     for r in rows:

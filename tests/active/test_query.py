@@ -408,3 +408,30 @@ def test_decode_threads_default_to_half_the_cores_within_2_to_8():
 
     assert [default_decode_workers(n) for n in (1, 2, 4, 16, 64)] == [2, 2, 2, 8, 8]
     assert QueryConfig().workers == default_decode_workers()
+
+
+def test_large_lists_are_checked_on_a_spread_sample(tmp_path):
+    """Above SCHEMA_CHECK_QUERIES the self-check covers the header and 32 entries, first and last among them."""
+    from atool.active.query_list import SCHEMA_CHECK_QUERIES, budget_block, make_query_list, schema_sample
+
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"x")
+
+    def entry(i: int, bad: bool = False) -> dict:
+        queries = [{"id": f"q{i:04d}{k:02d}", "kind": "point", "x": k, "y": 0, "score": 0.5, "predicted": "a"} for k in range(50)]
+        if bad:
+            queries[0]["x"] = -1
+        return {"image": f"img{i:04d}.png", "width": 64, "height": 8, "score": 0.5, "queries": queries}
+
+    n = SCHEMA_CHECK_QUERIES // 50 + 20
+    entries = [entry(i) for i in range(n)]
+    kwargs = dict(model_path=model, backend_name="torch", classes=["a", "b"], strategy="random", params={}, seed=0,
+                  budget=budget_block(50, True, n, entries, None, 0), skipped=[], stats={"images_found": n, "images_processed": n,
+                                                                              "candidates": 50 * n, "excluded_pixels": 0})
+    q = make_query_list(entries=entries, **kwargs)
+    sample = schema_sample(q)["images"]
+    assert len(sample) == 32 and sample[0] is entries[0] and sample[-1] is entries[-1] and q["images"] is entries
+    small = entries[:3]
+    assert schema_sample(dict(q, images=small))["images"] is small
+    with pytest.raises(Failure, match="query-list schema"):
+        make_query_list(entries=entries[:-1] + [entry(n - 1, bad=True)], **kwargs)
