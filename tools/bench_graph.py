@@ -7,7 +7,8 @@ shared machine hits every row alike):
 * ``torch`` / ``onnxruntime``: the model as atool exports it now;
 * ``*-legacy``: the same weights through the graph as it was before issue 10
   (``log_softmax`` over the channel axis, each selector head's logits
-  upsampled and then softmaxed, LR-ASPP heads upsampling 128 channels);
+  upsampled and then softmaxed and returned whole as ``head1``/``head2``,
+  LR-ASPP heads upsampling 128 channels);
 * ``selector-*``: a shared-backbone selector around the same model.
 
 For each row, inference only (``backend.infer`` over pre-decoded batches)
@@ -94,6 +95,11 @@ def _legacy_forward(self, image):
     return tuple(results)
 
 
+def _legacy_output_names(self):
+    """The outputs before the heads were reduced in-graph: both heads' softmaxes."""
+    return ["prob", "entropy"] + (["head1", "head2"] if self.heads else [])
+
+
 def _legacy_heads(self, feats):
     return [head(feats) for head in self.heads]
 
@@ -103,12 +109,12 @@ def _legacy_graph():
     from atool.models.inference_graph import DeployModel
     from atool.models.selector import SelectorModel
 
-    saved = DeployModel.forward, SelectorModel.head_logits
-    DeployModel.forward, SelectorModel.head_logits = _legacy_forward, _legacy_heads
+    saved = DeployModel.forward, DeployModel.output_names, SelectorModel.head_logits
+    DeployModel.forward, DeployModel.output_names, SelectorModel.head_logits = _legacy_forward, _legacy_output_names, _legacy_heads
     try:
         yield
     finally:
-        DeployModel.forward, SelectorModel.head_logits = saved
+        DeployModel.forward, DeployModel.output_names, SelectorModel.head_logits = saved
 
 
 def _backends(models: list[tuple[str, Path]], work: Path, legacy: bool, threads: int) -> list[tuple[str, object]]:
@@ -126,6 +132,7 @@ def _backends(models: list[tuple[str, Path]], work: Path, legacy: bool, threads:
                 export_checked(pt, legacy_onnx, verify=True)
             tb = load_backend(pt, threads=threads)
             tb.net.forward = types.MethodType(_legacy_forward, tb.net)
+            tb.output_names = _legacy_output_names(tb.net)
             if tb.heads:
                 tb.net.model.head_logits = types.MethodType(_legacy_heads, tb.net.model)
             named += [(f"{prefix}torch-legacy", tb), (f"{prefix}onnxruntime-legacy", load_backend(legacy_onnx, threads=threads))]
