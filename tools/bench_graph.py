@@ -64,18 +64,6 @@ def _resized_copies(src: Path, dst: Path, limit: int, size: tuple[int, int]) -> 
     return dst
 
 
-def _selector_checkpoint(ckpt: Path, out: Path) -> Path:
-    from atool.core.checkpoint import save_checkpoint
-    from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
-    from atool.models.selector import SelectorModel
-
-    ck = load_checkpoint(ckpt)
-    sel = SelectorModel(model_from_checkpoint(ck), shared_backbone=True, head_noise=0.5)
-    save_checkpoint(out, model=sel, model_name="selector", classes=ck["classes"], step=0,
-                    model_args={"base": ck["model"]["name"], "base_args": ck["model"]["args"], "shared_backbone": True})
-    return out
-
-
 def _legacy_forward(self, image):
     """DeployModel.forward before issue 10 (no prototypes): log_softmax over channels; heads upsampled as logits."""
     import torch.nn.functional as F
@@ -192,6 +180,8 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import torch
 
+    from atool.models.selector import selector_checkpoint
+
     torch.set_num_threads(args.threads)
     w, _, h = args.size.partition("x")
     size = (int(w), int(h))
@@ -201,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         images = _resized_copies(Path(args.images), work / "images", args.limit, size)
         plain = work / "plain.pt"
         plain.write_bytes(Path(args.checkpoint).read_bytes())
-        models = [("", plain)] + ([] if args.no_selector else [("selector-", _selector_checkpoint(plain, work / "selector.pt"))])
+        models = [("", plain)] + ([] if args.no_selector else [("selector-", selector_checkpoint(plain, work / "selector.pt"))])
         named = _backends(models, work, not args.no_legacy, args.threads)
         rows = _time(named, images, args, work)
     ratios = _ratios(rows)

@@ -53,6 +53,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
                    help="also time the whole query with each of these strategies on each backend, as a ratio to entropy_patch")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads for both backends (0: all cores)")
+    p.add_argument("--selector", action="store_true",
+                   help="also time a shared-backbone selector around the same model (untrained heads) and report selector / plain")
     p.add_argument("--image-format", choices=("png", "jpg"), default="png",
                    help="file format of the query images (default png; jpg at quality 95, as camera fleets record)")
     p.add_argument("--workdir", help="keep images and models here instead of a temporary folder")
@@ -166,6 +168,22 @@ def _bench_backend(backend, images_dir: Path, args: argparse.Namespace, work: Pa
     }
 
 
+def _bench_selector(ckpt: Path, images_dir: Path, args: argparse.Namespace, work: Path, ort_config: dict) -> list[dict]:
+    """The rows of ``_bench_backend`` for a shared-backbone selector around ``ckpt`` (torch, then onnxruntime)."""
+    from atool.models.selector import selector_checkpoint
+    from atool.runtime.backends import load_backend
+    from atool.workflows.export import export_checked
+
+    sel_pt, sel_onnx = work / "selector.pt", work / "selector.onnx"
+    selector_checkpoint(ckpt, sel_pt)
+    export_checked(sel_pt, sel_onnx, verify=True)
+    rows = []
+    for path in (sel_pt, sel_onnx):
+        extra = {"session_options": {"config": ort_config}} if ort_config and path == sel_onnx else {}
+        rows.append(_bench_backend(load_backend(path, threads=args.threads or None, **extra), images_dir, args, work))
+    return rows
+
+
 def _bench_strategies(backend, images_dir: Path, args: argparse.Namespace, work: Path) -> dict:
     """End-to-end query img/s per strategy on one backend, and each over entropy_patch's, measured alternately."""
     from atool.workflows.query import QueryConfig, query_to_file
@@ -216,6 +234,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(_bench_backend(backend, images_dir, args, work))
             if args.compare_strategies:
                 rows[-1]["strategies"] = _bench_strategies(backend, images_dir, args, work)
+        selector_rows = _bench_selector(ckpt, images_dir, args, work, ort_config) if args.selector else []
     torch_row, ort_row = rows
     result = {
         "size": f"{args.size[0]}x{args.size[1]}",
@@ -235,6 +254,13 @@ def main(argv: list[str] | None = None) -> int:
             "end_to_end": round(ort_row["query_images_per_s"] / torch_row["query_images_per_s"], 3),
         },
     }
+    if selector_rows:
+        result["selector_backends"] = selector_rows
+        result["selector_over_plain"] = {
+            plain["backend"]: {"inference": round(plain["infer_images_per_s"] / sel["infer_images_per_s"], 3),
+                               "query": round(plain["query_images_per_s"] / sel["query_images_per_s"], 3)}
+            for plain, sel in zip(rows, selector_rows)
+        }
     print(f"query benchmark: {torch_row['images']} {args.image_format} images at {result['size']}, "
           f"{args.model}, batch {args.batch_size}, {args.budget} points/image, {result['machine']}")
     print(f"{'backend':<12} {'infer img/s':>12} {'query img/s':>12} {'e2e/infer':>10} {'CPU ms/img infer':>17} {'query':>7} {'host':>7} {'util infer':>11} {'query':>6} {'e2e bound':>10}")
@@ -244,6 +270,8 @@ def main(argv: list[str] | None = None) -> int:
               f" {c['inference']:17.1f} {c['query']:7.1f} {c['host']:7.1f} {u['inference']:11.2f} {u['query']:6.2f} {r['end_to_end_bound']:10.3f}")
     ratio = result["onnxruntime_over_torch"]
     print(f"onnxruntime / torch: inference {ratio['inference']:.3f}x, end to end {ratio['end_to_end']:.3f}x")
+    for name, v in result.get("selector_over_plain", {}).items():
+        print(f"selector / plain, {name}: inference {v['inference']:.3f}x, query {v['query']:.3f}x (cost; 1.15 is the goal)")
     for r in rows:
         for s, v in r.get("strategies", {}).items():
             print(f"{r['backend']:<12} {s:<18} query {v['query_images_per_s']:8.2f} img/s  {v['over_entropy_patch']:.3f}x entropy_patch")

@@ -33,6 +33,7 @@ Output (all logits at the base model's stride, see ``atool.models``):
 from __future__ import annotations
 
 import copy
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -180,6 +181,23 @@ def _lraspp_logits(head: LRASPPHead, feats: dict[str, torch.Tensor]) -> torch.Te
     x = head.cbr(high) * head.scale(high)
     up = F.interpolate(head.high_classifier(x), size=low.shape[-2:], mode="bilinear", align_corners=False)
     return head.low_classifier(low) + up
+
+
+def selector_checkpoint(adapted: str | Path, out: str | Path, head_noise: float = 0.5, seed: int = 0) -> Path:
+    """Write an untrained shared-backbone selector around the checkpoint ``adapted`` to ``out``.
+
+    Its heads are copies of the adapted classifier (head 2 perturbed), as
+    ``atool train selector --shared-backbone`` starts from; the benchmarks time
+    it against the adapted model, since the cost does not depend on training.
+    """
+    from atool.core.checkpoint import save_checkpoint
+    from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
+
+    ck = load_checkpoint(adapted)
+    sel = SelectorModel(model_from_checkpoint(ck), shared_backbone=True, head_noise=head_noise, seed=seed)
+    save_checkpoint(out, model=sel, model_name="selector", classes=ck["classes"], step=0,
+                    model_args={"base": ck["model"]["name"], "base_args": ck["model"]["args"], "shared_backbone": True})
+    return Path(out)
 
 
 @MODELS.register("selector")

@@ -22,7 +22,8 @@ def test_bench_rejects_bad_arguments(capsys):
 def test_bench_reports_both_backends_and_ratios(tmp_path):
     bench = load_tool("bench_query")
     out = tmp_path / "bench.json"
-    assert bench.main(["--images", "2", "--size", "128x64", "--repeats", "1", "--budget", "5", "--json", str(out)]) == 0
+    assert bench.main(["--images", "2", "--size", "128x64", "--repeats", "1", "--budget", "5", "--selector", "--image-format", "jpg",
+                       "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     rows = {r["backend"]: r for r in result["backends"]}
     assert set(rows) == {"torch", "onnxruntime"}
@@ -34,3 +35,8 @@ def test_bench_reports_both_backends_and_ratios(tmp_path):
         assert 0 < r["end_to_end_bound"] <= 1
     ratio = result["onnxruntime_over_torch"]["inference"]
     assert ratio == pytest.approx(rows["onnxruntime"]["infer_images_per_s"] / rows["torch"]["infer_images_per_s"], rel=0.05)
+    assert result["image_format"] == "jpg"
+    sel = {r["backend"]: r for r in result["selector_backends"]}
+    for name, v in result["selector_over_plain"].items():
+        assert v["query"] == pytest.approx(rows[name]["query_images_per_s"] / sel[name]["query_images_per_s"], rel=0.01)
+        assert v["inference"] > 0
