@@ -37,7 +37,6 @@ from atool.ops.uncertainty_torch import inv_log_classes
 
 INPUT_NAME = "image"
 HEAD_OUTPUTS = ("heads_disagree", "heads_discrepancy")
-LEGACY_HEAD_OUTPUTS = ("head1", "head2")
 
 
 def first_max_index(prob: torch.Tensor) -> torch.Tensor:
