@@ -262,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
             for plain, sel in zip(rows, selector_rows)
         }
     print(f"query benchmark: {torch_row['images']} {args.image_format} images at {result['size']}, "
-          f"{args.model}, batch {args.batch_size}, {args.budget} points/image, {result['machine']}")
+          f"{result['model']}, batch {args.batch_size}, {args.budget} points/image, {result['machine']}")
     print(f"{'backend':<12} {'infer img/s':>12} {'query img/s':>12} {'e2e/infer':>10} {'CPU ms/img infer':>17} {'query':>7} {'host':>7} {'util infer':>11} {'query':>6} {'e2e bound':>10}")
     for r in rows:
         c, u = r["cpu_ms_per_image"], r["cpu_utilisation"]
