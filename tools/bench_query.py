@@ -92,16 +92,12 @@ def _prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, Path]:
 
 def _as_jpeg(src: Path, dst: Path) -> Path:
     """JPEG copies (quality 95) of the PNGs in ``src``: decoding a JPEG costs about a third of a PNG's."""
-    import cv2
+    from atool.data.images import list_images, read_image, write_image
 
-    from atool.data.images import list_images, read_image
-
-    dst.mkdir(parents=True, exist_ok=True)
     for path in list_images(src):
         out = dst / f"{path.stem}.jpg"
         if not out.is_file():
-            ok, buf = cv2.imencode(".jpg", cv2.cvtColor(read_image(path), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
-            out.write_bytes(buf.tobytes())
+            write_image(out, read_image(path))  # OpenCV's JPEG quality is 95 unless told otherwise
     return dst
 
 
@@ -171,17 +167,20 @@ def _bench_backend(backend, images_dir: Path, args: argparse.Namespace, work: Pa
 def _bench_selector(ckpt: Path, images_dir: Path, args: argparse.Namespace, work: Path, ort_config: dict) -> list[dict]:
     """The rows of ``_bench_backend`` for a shared-backbone selector around ``ckpt`` (torch, then onnxruntime)."""
     from atool.models.selector import selector_checkpoint
-    from atool.runtime.backends import load_backend
     from atool.workflows.export import export_checked
 
     sel_pt, sel_onnx = work / "selector.pt", work / "selector.onnx"
     selector_checkpoint(ckpt, sel_pt)
     export_checked(sel_pt, sel_onnx, verify=True)
-    rows = []
-    for path in (sel_pt, sel_onnx):
-        extra = {"session_options": {"config": ort_config}} if ort_config and path == sel_onnx else {}
-        rows.append(_bench_backend(load_backend(path, threads=args.threads or None, **extra), images_dir, args, work))
-    return rows
+    return [_bench_backend(_load(path, args, ort_config), images_dir, args, work) for path in (sel_pt, sel_onnx)]
+
+
+def _load(path: Path, args: argparse.Namespace, ort_config: dict):
+    """The backend for ``path`` with the benchmark's threads (and, for an ONNX model, its session entries)."""
+    from atool.runtime.backends import load_backend
+
+    extra = {"session_options": {"config": ort_config}} if ort_config and path.suffix == ".onnx" else {}
+    return load_backend(path, threads=args.threads or None, **extra)
 
 
 def _bench_strategies(backend, images_dir: Path, args: argparse.Namespace, work: Path) -> dict:
@@ -219,8 +218,6 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime
     import torch
 
-    from atool.runtime.backends import load_backend
-
     if args.threads:
         torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory(prefix="atool-bench-") as tmp:
@@ -229,8 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         images_dir, ckpt, onnx_path = _prepare(work, args)
         rows = []
         for path in (ckpt, onnx_path):
-            extra = {"session_options": {"config": ort_config}} if ort_config and path == onnx_path else {}
-            backend = load_backend(path, threads=args.threads or None, **extra)
+            backend = _load(path, args, ort_config)
             rows.append(_bench_backend(backend, images_dir, args, work))
             if args.compare_strategies:
                 rows[-1]["strategies"] = _bench_strategies(backend, images_dir, args, work)

@@ -33,9 +33,9 @@ import zlib
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from atool.core.io import atomic_write_json
+from atool.data.images import read_image, read_label
 
 VARIANTS = ("errors", "true_strat", "errors_strat", "true_equal", "errors_equal")
 log = logging.getLogger("oracle_bound")
@@ -135,9 +135,9 @@ def main(argv: list[str] | None = None) -> int:
                 images, n = [], 0
                 for entry in template["images"]:
                     rel = entry["image"]
-                    truth = np.asarray(Image.open(oracle / (Path(rel).stem + ".png")))
+                    truth = read_label(oracle / (Path(rel).stem + ".png"))
                     if rel not in preds:
-                        rgb = np.asarray(Image.open(pool / "images" / rel).convert("RGB"))
+                        rgb = read_image(pool / "images" / rel)
                         preds[rel] = backend.infer(rgb[None])["prob"][0].argmax(0).astype(np.uint8)
                     rng = np.random.default_rng([seed, zlib.crc32(f"{variant}/{rel}".encode())])
                     idx = select(variant, truth, preds[rel], len(entry["queries"]), rng)

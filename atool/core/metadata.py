@@ -25,7 +25,7 @@ Keys written into ONNX ``metadata_props`` (all values are strings):
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Iterable
 
 from atool.core.errors import BadInput
 
@@ -42,6 +42,16 @@ REQUIRED_KEYS = (
     "atool.heads",
     "atool.source_sha256",
 )
+
+# The selector's outputs: the two maps the graph reduces its heads to, and, in models
+# exported before that, the heads' softmaxes (still read everywhere).
+HEAD_OUTPUTS = ("heads_disagree", "heads_discrepancy")
+LEGACY_HEAD_OUTPUTS = ("head1", "head2")
+
+
+def has_head_outputs(names: Iterable[str]) -> bool:
+    """Whether output (or map) ``names`` hold one of the two selector-head pairs."""
+    return set(HEAD_OUTPUTS) <= set(names) or set(LEGACY_HEAD_OUTPUTS) <= set(names)
 
 
 def build_metadata(
@@ -138,10 +148,7 @@ def parse_metadata(props: dict[str, str], source: str) -> dict[str, Any]:
     if props["atool.heads"] not in ("true", "false"):
         raise bad("atool.heads", '"true" or "false"')
     heads = props["atool.heads"] == "true"
-    # heads_disagree/heads_discrepancy since the selector graph reduces its heads in-graph;
-    # head1/head2 (the heads' softmaxes) in models exported before, which still run.
-    has_heads = {"heads_disagree", "heads_discrepancy"} <= set(outputs) or {"head1", "head2"} <= set(outputs)
-    if heads != has_heads:
+    if heads != has_head_outputs(outputs):
         raise BadInput(f"{source}: metadata atool.heads={props['atool.heads']} disagrees with atool.outputs {outputs}; {hint}")
     protos = props.get("atool.prototypes", "false")
     if protos not in ("true", "false"):

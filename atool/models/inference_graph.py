@@ -31,12 +31,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from atool.core.metadata import HEAD_OUTPUTS
 from atool.models.features import capture_features, gap_map
 from atool.ops.normalize import normalization, normalize
 from atool.ops.uncertainty_torch import inv_log_classes
 
 INPUT_NAME = "image"
-HEAD_OUTPUTS = ("heads_disagree", "heads_discrepancy")
 
 
 def first_max_index(prob: torch.Tensor) -> torch.Tensor:

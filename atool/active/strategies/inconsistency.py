@@ -42,18 +42,11 @@ from atool.active.candidates import Candidates, Regions
 from atool.active.strategies import STRATEGIES, Maps, Strategy
 from atool.ops.uncertainty import argmax, at_points
 from atool.core.errors import BadInput
-
-
-HEAD_MAPS = ("heads_disagree", "heads_discrepancy")
-LEGACY_HEAD_MAPS = ("head1", "head2")
-
-
-def has_head_maps(maps: Maps) -> bool:
-    return all(k in maps for k in HEAD_MAPS) or all(k in maps for k in LEGACY_HEAD_MAPS)
+from atool.core.metadata import has_head_outputs
 
 
 def require_heads(maps: Maps, strategy: str) -> None:
-    if not has_head_maps(maps):
+    if not has_head_outputs(maps):
         raise BadInput(heads_message(strategy))
 
 
