@@ -14,8 +14,10 @@ Two variants:
   then runs two backbones.
 * ``shared_backbone=True``: one frozen backbone (``trunk``) feeds both the
   adapted model's own classifier (``classifier``, frozen, gives ``out``) and
-  the heads, so deployment runs one backbone pass and ``out`` is exactly the
-  adapted model's prediction.
+  the heads, so deployment runs one backbone pass and ``out`` is the adapted
+  model's prediction. In eval mode LR-ASPP's classifier and heads run as one
+  wider head (``atool.models.lraspp_heads``), which changes ``out`` only by
+  float rounding.
 
 The trunk is the model with its ``classifier`` (and ``aux_classifier``, if
 any) replaced by ``nn.Identity``: its ``out`` is then the classifier's input.
@@ -38,11 +40,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from torchvision.models.segmentation.lraspp import LRASPPHead
 
 from atool.core.errors import BadInput
 from atool.models import MODELS
+from atool.models.lraspp_heads import can_stack, classify_first_logits, stacked_logits
 
 
 def logit_convs(head: nn.Module) -> list[nn.Conv2d]:
@@ -147,7 +149,7 @@ class SelectorModel(nn.Module):
 
     def head_logits(self, feats: Any) -> list[torch.Tensor]:
         """[head1, head2] logits, each N x C x h x w."""
-        return [_lraspp_logits(head, feats) if isinstance(head, LRASPPHead) else head(feats) for head in self.heads]
+        return [classify_first_logits(head, feats) if isinstance(head, LRASPPHead) else head(feats) for head in self.heads]
 
     def main_logits(self, x: torch.Tensor, feats: Any = None) -> torch.Tensor:
         """The adapted model's logits N x C x h x w (``feats`` reuses a shared trunk pass)."""
@@ -159,28 +161,21 @@ class SelectorModel(nn.Module):
         if self.shared_backbone:
             t = self.trunk(x)
             feats = t["out"]
-            result: dict[str, Any] = {"out": self.classifier(feats)}
+            together = [self.classifier, *self.heads]
+            if not self.training and can_stack(together):
+                # Deployment (export, the torch backend): the adapted classifier and both heads
+                # run as one head three times as wide; see atool.models.lraspp_heads.
+                out, *heads = stacked_logits(together, feats)
+                result: dict[str, Any] = {"out": out, "heads": heads}
+            else:
+                result = {"out": self.classifier(feats), "heads": self.head_logits(feats)}
             if self.aux_head is not None and "aux" in t:
                 result["aux"] = [self.aux_head(a) for a in t["aux"]]
-        else:
-            result = dict(self.main(x))
-            feats = self.features(x)
-        result["heads"] = self.head_logits(feats)
+            return result
+        result = dict(self.main(x))
+        feats = self.features(x)
+        result["heads"] = stacked_logits(self.heads, feats) if not self.training and can_stack(self.heads) else self.head_logits(feats)
         return result
-
-
-def _lraspp_logits(head: LRASPPHead, feats: dict[str, torch.Tensor]) -> torch.Tensor:
-    """``head(feats)`` with the 1x1 ``high_classifier`` applied before the bilinear upsampling, not after.
-
-    Both are linear and bilinear weights sum to one, so the two orders give the
-    same logits (up to rounding), but this one upsamples C channels instead of
-    the 128 intermediate ones: part of keeping a shared-backbone selector's
-    query within 1.15x of the plain model's (issue 10).
-    """
-    low, high = feats["low"], feats["high"]
-    x = head.cbr(high) * head.scale(high)
-    up = F.interpolate(head.high_classifier(x), size=low.shape[-2:], mode="bilinear", align_corners=False)
-    return head.low_classifier(low) + up
 
 
 def selector_checkpoint(adapted: str | Path, out: str | Path, head_noise: float = 0.5, seed: int = 0) -> Path:

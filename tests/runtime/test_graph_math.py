@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -10,7 +11,8 @@ import torch.nn.functional as F
 
 from atool.models import build_model
 from atool.models.inference_graph import DeployModel, first_max_index, softmax_entropy
-from atool.models.selector import SelectorModel, _lraspp_logits
+from atool.models.lraspp_heads import can_stack, classify_first_logits, stacked_logits
+from atool.models.selector import SelectorModel
 
 
 def test_softmax_entropy_matches_log_softmax():
@@ -33,7 +35,33 @@ def test_reordered_lraspp_head_equals_the_head(selector):
     with torch.no_grad():
         feats = selector.features(torch.randn(1, 3, 64, 96))
         for head in selector.heads:
-            torch.testing.assert_close(_lraspp_logits(head, feats), head(feats), atol=1e-4, rtol=1e-4)
+            torch.testing.assert_close(classify_first_logits(head, feats), head(feats), atol=1e-4, rtol=1e-4)
+
+
+def test_stacked_heads_equal_each_head(selector):
+    """The adapted classifier and both heads as one wide head: each slice is that head's own logits."""
+    sel = copy.deepcopy(selector)
+    heads = [sel.classifier, *sel.heads]
+    assert can_stack(heads)
+    with torch.no_grad():
+        for m in heads:  # non-trivial BatchNorm statistics, different per head
+            m.cbr[1].running_mean.uniform_(-0.5, 0.5)
+            m.cbr[1].running_var.uniform_(0.5, 2.0)
+        feats = sel.features(torch.randn(2, 3, 64, 96))
+        stacked = stacked_logits(heads, feats)
+        assert len(stacked) == 3
+        for head, got in zip(heads, stacked):
+            torch.testing.assert_close(got, head(feats), atol=1e-4, rtol=1e-4)
+    assert not torch.equal(stacked[1], stacked[2])  # the heads differ (head_noise), so slices cannot be swapped unnoticed
+
+
+def test_stacking_is_refused_for_heads_it_cannot_merge(selector):
+    a, b = selector.heads
+    assert not can_stack([a])
+    odd = build_model("lraspp_mobilenet_v3_small", num_classes=6).classifier  # another class count
+    assert not can_stack([a, odd])
+    plain = build_model("deeplabv3_mobilenet_v3_large", num_classes=5).classifier  # not LR-ASPP
+    assert not can_stack([plain, plain])
 
 
 def test_selector_outputs_are_maps_at_input_size(selector):
