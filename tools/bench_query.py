@@ -7,6 +7,9 @@ For each backend it measures, on the same images and the same process:
 * end to end: images/s of the whole ``atool query`` path (scan, decode
   threads, inference, selection, pseudo labels, writing the list).
 
+The two (and, with ``--selector``, the selector's two) alternate in every
+timed round, so that the ratios compare runs seconds apart.
+
 and prints the ratios end-to-end / inference-only and onnxruntime / torch.
 Absolute figures depend on the machine and its load; the ratios, taken
 seconds apart in one process, are what to compare between machines.
@@ -101,78 +104,96 @@ def _as_jpeg(src: Path, dst: Path) -> Path:
     return dst
 
 
-def _median_seconds(fn, repeats: int) -> tuple[float, float]:
-    """Median wall seconds and median CPU seconds (all of the process's threads) of ``fn``."""
-    wall, cpu = [], []
+def _rounds(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
+    """Median wall and CPU seconds (all of the process's threads) of each function in ``fns``.
+
+    Each round calls every function once, in order: a load spike on a shared
+    machine then hits all of them alike, and their ratios compare like with like.
+    """
+    wall: dict[str, list[float]] = {k: [] for k in fns}
+    cpu: dict[str, list[float]] = {k: [] for k in fns}
     for _ in range(repeats):
-        c0, t0 = time.process_time(), time.perf_counter()
-        fn()
-        wall.append(time.perf_counter() - t0)
-        cpu.append(time.process_time() - c0)
-    return statistics.median(wall), statistics.median(cpu)
+        for name, fn in fns.items():
+            c0, t0 = time.process_time(), time.perf_counter()
+            fn()
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in fns}
 
 
-def _bench_backend(backend, images_dir: Path, args: argparse.Namespace, work: Path) -> dict:
-    import numpy as np
+class _Timed:
+    """Inference-only and end-to-end query calls of one backend, and the row that reports them."""
 
-    from atool.data.images import list_images, read_image
-    from atool.workflows.query import QueryConfig, query_to_file
+    def __init__(self, backend, images_dir: Path, args: argparse.Namespace, work: Path, tag: str):
+        import numpy as np
 
-    decoded = [read_image(p) for p in list_images(images_dir)]
-    batches = [np.stack(decoded[i : i + args.batch_size]) for i in range(0, len(decoded), args.batch_size)]
-    n = len(decoded)
+        from atool.data.images import list_images, read_image
+        from atool.workflows.query import QueryConfig
 
-    def infer_all():
-        for batch in batches:
-            backend.infer(batch)
+        self.backend, self.images_dir, self.tag = backend, images_dir, tag
+        decoded = [read_image(p) for p in list_images(images_dir)]
+        self.batches = [np.stack(decoded[i : i + args.batch_size]) for i in range(0, len(decoded), args.batch_size)]
+        self.n = len(decoded)
+        self.out = work / f"queries_{tag}.json"
+        self.cfg = QueryConfig(strategy=args.strategy, budget=args.budget, per_image=True, pseudo_out=str(work / f"pseudo_{tag}"),
+                               batch_size=args.batch_size, workers=args.workers)
+        self.stages: dict = {}
+        self.infer()  # warm-up: first-call allocation and kernel selection
 
-    cfg = QueryConfig(strategy=args.strategy, budget=args.budget, per_image=True, pseudo_out=str(work / f"pseudo_{backend.name}"),
-                      batch_size=args.batch_size, workers=args.workers)
+    def infer(self) -> None:
+        for batch in self.batches:
+            self.backend.infer(batch)
 
-    def query_all():
-        return query_to_file(backend, images_dir, cfg, work / f"queries_{backend.name}.json")
+    def query(self) -> None:
+        from atool.workflows.query import query_to_file
 
-    infer_all()  # warm-up: first-call allocation and kernel selection
-    infer_s, infer_cpu = _median_seconds(infer_all, args.repeats)
-    stages = {}
+        self.stages = query_to_file(self.backend, self.images_dir, self.cfg, self.out)["timings"]
 
-    def query_keep_timings():
-        stages.update(query_all()["timings"])
-
-    query_s, query_cpu = _median_seconds(query_keep_timings, args.repeats)
-    cores = os.cpu_count() or 1
-    return {
-        "backend": backend.name,
-        "images": n,
-        # Microseconds and four decimals: on small runs inference takes a few milliseconds, and
-        # coarser rounding would leave the reported ratio inconsistent with the reported times.
-        "infer_seconds": round(infer_s, 6),
-        "query_seconds": round(query_s, 6),
-        "infer_images_per_s": round(n / infer_s, 2),
-        "query_images_per_s": round(n / query_s, 2),
-        "end_to_end_over_inference": round((n / query_s) / (n / infer_s), 4),
-        "last_query_stage_seconds": stages,
-        # Where end to end falls short of inference only: on a machine whose cores are all busy
-        # (utilisation near 1), overlap cannot help any more; only less host work can. host_cpu_ms
-        # is the query's CPU time beyond inference's (decode, selection, pseudo labels, list).
-        "cpu_ms_per_image": {"inference": round(1000 * infer_cpu / n, 2), "query": round(1000 * query_cpu / n, 2),
-                             "host": round(1000 * (query_cpu - infer_cpu) / n, 2)},
-        "cpu_utilisation": {"inference": round(infer_cpu / (infer_s * cores), 3), "query": round(query_cpu / (query_s * cores), 3)},
-        # The best end-to-end/inference ratio the query's CPU work allows on these cores: its wall
-        # time is at least inference's and at least its CPU seconds spread over every core.
-        "end_to_end_bound": round(min(1.0, infer_s * cores / query_cpu), 4) if query_cpu > 0 else 1.0,
-    }
+    def row(self, infer: tuple[float, float], query: tuple[float, float]) -> dict:
+        (infer_s, infer_cpu), (query_s, query_cpu) = infer, query
+        n, cores = self.n, os.cpu_count() or 1
+        return {
+            "backend": self.backend.name,
+            "images": n,
+            # Microseconds and four decimals: on small runs inference takes a few milliseconds, and
+            # coarser rounding would leave the reported ratio inconsistent with the reported times.
+            "infer_seconds": round(infer_s, 6),
+            "query_seconds": round(query_s, 6),
+            "infer_images_per_s": round(n / infer_s, 2),
+            "query_images_per_s": round(n / query_s, 2),
+            "end_to_end_over_inference": round((n / query_s) / (n / infer_s), 4),
+            "last_query_stage_seconds": self.stages,
+            # Where end to end falls short of inference only: on a machine whose cores are all busy
+            # (utilisation near 1), overlap cannot help any more; only less host work can. host_cpu_ms
+            # is the query's CPU time beyond inference's (decode, selection, pseudo labels, list).
+            "cpu_ms_per_image": {"inference": round(1000 * infer_cpu / n, 2), "query": round(1000 * query_cpu / n, 2),
+                                 "host": round(1000 * (query_cpu - infer_cpu) / n, 2)},
+            "cpu_utilisation": {"inference": round(infer_cpu / (infer_s * cores), 3), "query": round(query_cpu / (query_s * cores), 3)},
+            # The best end-to-end/inference ratio the query's CPU work allows on these cores: its wall
+            # time is at least inference's and at least its CPU seconds spread over every core.
+            "end_to_end_bound": round(min(1.0, infer_s * cores / query_cpu), 4) if query_cpu > 0 else 1.0,
+        }
 
 
-def _bench_selector(ckpt: Path, images_dir: Path, args: argparse.Namespace, work: Path, ort_config: dict) -> list[dict]:
-    """The rows of ``_bench_backend`` for a shared-backbone selector around ``ckpt`` (torch, then onnxruntime)."""
+def _bench_backend(models: list[Path], images_dir: Path, args: argparse.Namespace, work: Path, ort_config: dict) -> list[dict]:
+    """One row per model in ``models`` (the plain model, then its selector), all timed in the same interleaved rounds."""
+    timed = [_Timed(_load(path, args, ort_config), images_dir, args, work, f"{i}_{path.stem}") for i, path in enumerate(models)]
+    fns = {}
+    for i, t in enumerate(timed):
+        fns[f"infer{i}"], fns[f"query{i}"] = t.infer, t.query
+    got = _rounds(fns, args.repeats)
+    return [t.row(got[f"infer{i}"], got[f"query{i}"]) for i, t in enumerate(timed)]
+
+
+def _selector_models(ckpt: Path, work: Path) -> tuple[Path, Path]:
+    """An untrained shared-backbone selector around ``ckpt``, as a checkpoint and as its checked ONNX export."""
     from atool.models.selector import selector_checkpoint
     from atool.workflows.export import export_checked
 
     sel_pt, sel_onnx = work / "selector.pt", work / "selector.onnx"
     selector_checkpoint(ckpt, sel_pt)
     export_checked(sel_pt, sel_onnx, verify=True)
-    return [_bench_backend(_load(path, args, ort_config), images_dir, args, work) for path in (sel_pt, sel_onnx)]
+    return sel_pt, sel_onnx
 
 
 def _load(path: Path, args: argparse.Namespace, ort_config: dict):
@@ -224,13 +245,14 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(args.workdir) if args.workdir else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         images_dir, ckpt, onnx_path = _prepare(work, args)
-        rows = []
-        for path in (ckpt, onnx_path):
-            backend = _load(path, args, ort_config)
-            rows.append(_bench_backend(backend, images_dir, args, work))
+        sel_pt, sel_onnx = _selector_models(ckpt, work) if args.selector else (None, None)
+        rows, selector_rows = [], []
+        for path, sel in ((ckpt, sel_pt), (onnx_path, sel_onnx)):
+            got = _bench_backend([path] + ([sel] if sel else []), images_dir, args, work, ort_config)
+            rows.append(got[0])
+            selector_rows += got[1:]
             if args.compare_strategies:
-                rows[-1]["strategies"] = _bench_strategies(backend, images_dir, args, work)
-        selector_rows = _bench_selector(ckpt, images_dir, args, work, ort_config) if args.selector else []
+                rows[-1]["strategies"] = _bench_strategies(_load(path, args, ort_config), images_dir, args, work)
     torch_row, ort_row = rows
     result = {
         "size": f"{args.size[0]}x{args.size[1]}",
