@@ -66,6 +66,9 @@ def main(ctx: click.Context, verbose: int, quiet: bool, max_image_pixels: int | 
         os.environ["ATOOL_MAX_IMAGE_PIXELS"] = str(max_image_pixels)
     # Torch would otherwise take every core for intra-op threads and fight the decode workers.
     os.environ.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
+    from atool.core.allocator import keep_freed_memory
+
+    keep_freed_memory()  # torch's large CPU tensors otherwise page-fault afresh on every batch
 
 
 def _ignore_file_size_signal() -> None:

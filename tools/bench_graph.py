@@ -177,6 +177,9 @@ def _ratios(rows: dict[str, dict]) -> dict[str, dict]:
 def main(argv: list[str] | None = None) -> int:
     args = _args(argv)
     os.environ["OMP_NUM_THREADS"] = str(args.threads)
+    from atool.core.allocator import keep_freed_memory
+
+    keep_freed_memory()  # as atool's command line does (atool/cli.py)
     import onnxruntime
     import torch
 

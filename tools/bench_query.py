@@ -236,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
     # As `atool query` sets it (atool/commands/query.py), for inference-only and end to end alike.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from atool.core.allocator import keep_freed_memory
+
+    kept = keep_freed_memory()  # as atool's command line does (atool/cli.py); ATOOL_KEEP_FREED_MEMORY=0 to compare
     import onnxruntime
     import torch
 
@@ -265,6 +268,7 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads or os.cpu_count(),
         "machine": f"{platform.machine()}, {os.cpu_count()} logical CPUs",
         "onnxruntime_session_config": ort_config,
+        "keep_freed_memory": kept,
         "versions": {"torch": torch.__version__, "onnxruntime": onnxruntime.__version__},
         "backends": rows,
         "onnxruntime_over_torch": {
@@ -280,7 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             for plain, sel in zip(rows, selector_rows)
         }
     print(f"query benchmark: {torch_row['images']} {args.image_format} images at {result['size']}, "
-          f"{result['model']}, batch {args.batch_size}, {args.budget} points/image, {result['machine']}")
+          f"{result['model']}, batch {args.batch_size}, {args.budget} points/image, {result['machine']}, "
+          f"freed memory {'kept' if kept else 'returned (glibc defaults)'}")
     print(f"{'backend':<12} {'infer img/s':>12} {'query img/s':>12} {'e2e/infer':>10} {'CPU ms/img infer':>17} {'query':>7} {'host':>7} {'util infer':>11} {'query':>6} {'e2e bound':>10}")
     for r in rows:
         c, u = r["cpu_ms_per_image"], r["cpu_utilisation"]

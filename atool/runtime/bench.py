@@ -204,6 +204,9 @@ def _child(conn: Any, target: Target, images: list[np.ndarray], kwargs: dict[str
     try:
         if kwargs.get("threads"):
             os.environ["OMP_NUM_THREADS"] = str(kwargs["threads"])
+        from atool.core.allocator import keep_freed_memory
+
+        keep_freed_memory()  # a spawned child starts with glibc's defaults; time what `atool query` runs
         conn.send(("ok", measure(target, images, **kwargs)))
     except BaseException as exc:  # reported as the row's error, never a hung parent
         detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
