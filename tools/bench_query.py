@@ -7,10 +7,9 @@ For each backend it measures, on the same images and the same process:
 * end to end: images/s of the whole ``atool query`` path (scan, decode
   threads, inference, selection, pseudo labels, writing the list).
 
+and prints the ratios end-to-end / inference-only and onnxruntime / torch.
 The two (and, with ``--selector``, the selector's two) alternate in every
 timed round, so that the ratios compare runs seconds apart.
-
-and prints the ratios end-to-end / inference-only and onnxruntime / torch.
 Absolute figures depend on the machine and its load; the ratios, taken
 seconds apart in one process, are what to compare between machines.
 
@@ -124,16 +123,11 @@ def _rounds(fns: dict, repeats: int) -> dict[str, tuple[float, float]]:
 class _Timed:
     """Inference-only and end-to-end query calls of one backend, and the row that reports them."""
 
-    def __init__(self, backend, images_dir: Path, args: argparse.Namespace, work: Path, tag: str):
-        import numpy as np
-
-        from atool.data.images import list_images, read_image
+    def __init__(self, backend, batches: list, images_dir: Path, args: argparse.Namespace, work: Path, tag: str):
         from atool.workflows.query import QueryConfig
 
-        self.backend, self.images_dir, self.tag = backend, images_dir, tag
-        decoded = [read_image(p) for p in list_images(images_dir)]
-        self.batches = [np.stack(decoded[i : i + args.batch_size]) for i in range(0, len(decoded), args.batch_size)]
-        self.n = len(decoded)
+        self.backend, self.batches, self.images_dir = backend, batches, images_dir
+        self.n = sum(len(b) for b in batches)
         self.out = work / f"queries_{tag}.json"
         self.cfg = QueryConfig(strategy=args.strategy, budget=args.budget, per_image=True, pseudo_out=str(work / f"pseudo_{tag}"),
                                batch_size=args.batch_size, workers=args.workers)
@@ -175,9 +169,19 @@ class _Timed:
         }
 
 
-def _bench_backend(models: list[Path], images_dir: Path, args: argparse.Namespace, work: Path, ort_config: dict) -> list[dict]:
-    """One row per model in ``models`` (the plain model, then its selector), all timed in the same interleaved rounds."""
-    timed = [_Timed(_load(path, args, ort_config), images_dir, args, work, f"{i}_{path.stem}") for i, path in enumerate(models)]
+def _decoded_batches(images_dir: Path, batch_size: int) -> list:
+    """The images of ``images_dir`` decoded once, in batches, for every inference-only timing."""
+    import numpy as np
+
+    from atool.data.images import list_images, read_image
+
+    decoded = [read_image(p) for p in list_images(images_dir)]
+    return [np.stack(decoded[i : i + batch_size]) for i in range(0, len(decoded), batch_size)]
+
+
+def _bench_backend(backends: list, batches: list, images_dir: Path, args: argparse.Namespace, work: Path) -> list[dict]:
+    """One row per backend in ``backends`` (the plain model, then its selector), all timed in the same interleaved rounds."""
+    timed = [_Timed(b, batches, images_dir, args, work, f"{i}_{b.name}") for i, b in enumerate(backends)]
     fns = {}
     for i, t in enumerate(timed):
         fns[f"infer{i}"], fns[f"query{i}"] = t.infer, t.query
@@ -249,13 +253,15 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         images_dir, ckpt, onnx_path = _prepare(work, args)
         sel_pt, sel_onnx = _selector_models(ckpt, work) if args.selector else (None, None)
+        batches = _decoded_batches(images_dir, args.batch_size)
         rows, selector_rows = [], []
         for path, sel in ((ckpt, sel_pt), (onnx_path, sel_onnx)):
-            got = _bench_backend([path] + ([sel] if sel else []), images_dir, args, work, ort_config)
+            plain = _load(path, args, ort_config)
+            got = _bench_backend([plain] + ([_load(sel, args, ort_config)] if sel else []), batches, images_dir, args, work)
             rows.append(got[0])
             selector_rows += got[1:]
             if args.compare_strategies:
-                rows[-1]["strategies"] = _bench_strategies(_load(path, args, ort_config), images_dir, args, work)
+                rows[-1]["strategies"] = _bench_strategies(plain, images_dir, args, work)
     torch_row, ort_row = rows
     result = {
         "size": f"{args.size[0]}x{args.size[1]}",

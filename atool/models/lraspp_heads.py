@@ -37,16 +37,18 @@ def classify_first_logits(head: LRASPPHead, feats: dict[str, torch.Tensor]) -> t
 
 
 def _is_standard(head: nn.Module) -> bool:
-    """torchvision's layout: cbr = (Conv2d, BatchNorm2d, ReLU), scale = (pool, Conv2d, Sigmoid), two 1x1 classifiers."""
+    """torchvision's layout: cbr = (Conv2d, BatchNorm2d, ReLU), scale = (pool, Conv2d, Sigmoid), two 1x1 classifiers; no inner bias."""
     if not isinstance(head, LRASPPHead) or len(head.cbr) != 3 or len(head.scale) != 3:
         return False
     conv, bn, relu = head.cbr
     pool, sconv, sig = head.scale
     plain_1x1 = all(
-        isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1) and c.stride == (1, 1) and c.groups == 1
+        isinstance(c, nn.Conv2d) and c.kernel_size == (1, 1) and c.stride == (1, 1) and c.padding == (0, 0) and c.groups == 1
         for c in (conv, sconv, head.low_classifier, head.high_classifier)
     )
-    return (plain_1x1 and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats and isinstance(relu, nn.ReLU)
+    # stacked_logits writes the two inner convolutions without a bias, as torchvision builds them.
+    no_inner_bias = conv.bias is None and sconv.bias is None
+    return (plain_1x1 and no_inner_bias and isinstance(bn, nn.BatchNorm2d) and bn.track_running_stats and isinstance(relu, nn.ReLU)
             and isinstance(pool, nn.AdaptiveAvgPool2d) and pool.output_size in (1, (1, 1)) and isinstance(sig, nn.Sigmoid))
 
 

@@ -62,6 +62,10 @@ def test_stacking_is_refused_for_heads_it_cannot_merge(selector):
     assert not can_stack([a, odd])
     plain = build_model("deeplabv3_mobilenet_v3_large", num_classes=5).classifier  # not LR-ASPP
     assert not can_stack([plain, plain])
+    biased = copy.deepcopy(b)
+    conv = biased.cbr[0]
+    biased.cbr[0] = torch.nn.Conv2d(conv.in_channels, conv.out_channels, 1, bias=True)  # a bias stacking would drop
+    assert not can_stack([a, biased])
 
 
 def test_selector_outputs_are_maps_at_input_size(selector):
