@@ -12,7 +12,7 @@ allocates the same way.
 
 The cost: the process keeps up to ``TRIM_THRESHOLD`` of freed memory
 instead of handing it back, so its RSS stays near its peak rather than
-falling between batches. ``ATOOL_KEEP_FREED_MEMORY=0`` turns this off.
+falling between batches. ``ATOOL_KEEP_FREED_MEMORY=0`` (or false/no/off) turns this off.
 """
 
 from __future__ import annotations
@@ -32,18 +32,26 @@ TRIM_THRESHOLD = 1 << 30  # freed memory at the top of the heap beyond this goes
 _applied: bool | None = None
 
 
+_OFF = {"0", "false", "no", "off"}
+
+
+def wanted(value: str | None) -> bool:
+    """Whether ``ATOOL_KEEP_FREED_MEMORY`` = ``value`` asks for kept memory (unset: yes; 0/false/no/off: no)."""
+    return value is None or value.strip().lower() not in _OFF
+
+
 def keep_freed_memory() -> bool:
     """Tell glibc malloc to serve large blocks from its heap and keep them when freed; True if it took.
 
-    A no-op (False) off glibc (macOS, musl), or with ``ATOOL_KEEP_FREED_MEMORY=0``.
+    A no-op (False) off glibc (macOS, musl), or when ``ATOOL_KEEP_FREED_MEMORY`` says off (see ``wanted``).
     Idempotent: the first call decides.
     """
     global _applied
     if _applied is not None:
         return _applied
     _applied = False
-    if os.environ.get("ATOOL_KEEP_FREED_MEMORY", "1").strip() == "0":
-        log.debug("allocator: ATOOL_KEEP_FREED_MEMORY=0, glibc malloc left at its defaults")
+    if not wanted(os.environ.get("ATOOL_KEEP_FREED_MEMORY")):
+        log.debug("allocator: ATOOL_KEEP_FREED_MEMORY=%s, glibc malloc left at its defaults", os.environ["ATOOL_KEEP_FREED_MEMORY"])
         return False
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False

@@ -10,7 +10,9 @@ import sys
 
 import pytest
 
-pytestmark = pytest.mark.skipif(
+from atool.core.allocator import wanted
+
+glibc_only = pytest.mark.skipif(
     platform.system() != "Linux" or platform.libc_ver()[0] != "glibc", reason="glibc malloc tunables (Linux with glibc only)"
 )
 
@@ -44,6 +46,7 @@ def _probe(keep: str | None) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@glibc_only
 def test_a_freed_block_is_reused_without_page_faults():
     kept = _probe(None)
     default = _probe("0")
@@ -53,8 +56,14 @@ def test_a_freed_block_is_reused_without_page_faults():
     assert kept["faults"] < pages // 20
 
 
+@glibc_only
 def test_the_command_line_keeps_freed_memory():
     out = subprocess.run([sys.executable, "-c", "from atool.cli import main; import atool.core.allocator as a; "
                           "main(['query', '--help'], standalone_mode=False); print(a._applied)"],
                          capture_output=True, text=True, timeout=120, check=True)
     assert out.stdout.strip().splitlines()[-1] == "True"
+
+
+@pytest.mark.parametrize("value, on", [(None, True), ("1", True), ("yes", True), ("0", False), ("false", False), (" Off ", False), ("no", False)])
+def test_the_switch_reads_common_spellings_of_off(value, on):
+    assert wanted(value) is on
