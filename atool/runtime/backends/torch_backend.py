@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from atool.runtime.backends import BACKENDS, Backend
+from atool.models.batchnorm_folding import fold_batchnorm
 from atool.models.inference_graph import DeployModel
 from atool.models.checkpoint import load_checkpoint, model_from_checkpoint
 from atool.models.prototypes import prototypes_of
+
+log = logging.getLogger(__name__)
 
 
 @BACKENDS.register("torch")
@@ -29,6 +33,9 @@ class TorchBackend(Backend):
         self.net = DeployModel(
             model, ckpt["mean"], ckpt["std"], len(self.classes), heads=self.heads, prototypes=protos.vectors if protos else None
         ).to(self.device).eval()
+        # onnxruntime folds these when it loads a graph; eager torch would run each BatchNorm as its own pass.
+        self.folded_batchnorms = fold_batchnorm(self.net)
+        log.debug("torch backend: %d BatchNorm layers folded into their convolutions", self.folded_batchnorms)
         self.output_names = self.net.output_names()
         self.metadata = {"model": ckpt["model"], "step": ckpt["step"], "prototypes": self.prototypes,
                          "prototype_source": protos.describe() if protos else None}
