@@ -238,8 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     ort_config = dict(item.split("=", 1) for item in args.ort_config)
     if args.threads:
         os.environ["OMP_NUM_THREADS"] = str(args.threads)
-    # As `atool query` sets it (atool/commands/query.py), for inference-only and end to end alike.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    from atool.core.openmp import passive_openmp_waits
+
+    passive_openmp_waits()  # as `atool query` does, for inference-only and end to end alike
     from atool.core.allocator import keep_freed_memory
 
     kept = keep_freed_memory()  # as atool's command line does (atool/cli.py); ATOOL_KEEP_FREED_MEMORY=0 to compare

@@ -92,6 +92,10 @@ def command(model: str, images: str, size: tuple[int, int] | None, limit: int, b
     batch (p50/p90/p99), peak RSS and GPU memory per backend, as a table and
     as JSON. `atool query --backend auto` then runs the fastest one.
     """
+    from atool.core.openmp import passive_openmp_waits
+
+    # Time what `atool query` runs: its OpenMP setting, here and in the spawned children that inherit it.
+    passive_openmp_waits()
     from atool.core.errors import BadInput
     from atool.core.io import atomic_write_json
     from atool.runtime.bench import bench_result, discover_targets, format_table, measure, measure_isolated, sibling_models

@@ -123,12 +123,9 @@ def command(model: str | None, images: str, param: tuple[str, ...], config_path:
       --per-image --budget B   B points per image: its top K = B // n patches (+ B % n points)
       --per-image --top-k K    the paper's K: B = K x n per image (K=10, n=5: 50 points)
     """
-    import os
+    from atool.core.openmp import passive_openmp_waits
 
-    # Decode and selection threads run beside inference: OpenMP workers that spin at their barriers
-    # would take the cores those threads need (measured: end to end 0.53 -> 0.84 of inference-only
-    # on 2 loaded cores). Read once when torch starts, so it is set before anything imports torch.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    passive_openmp_waits()  # before anything imports torch: decode and selection threads need the cores
     from atool.annotate.formats import default_out
     from atool.core.config import build_config, load_yaml
     from atool.workflows.query import query_to_file
