@@ -50,7 +50,7 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=2, help="query decode threads (default 2)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--budget", type=int, default=50, help="points per image for the query run (default 50)")
-    p.add_argument("--strategy", default="entropy_patch")
+    p.add_argument("--strategy", default=None, help="selection strategy of the timed query (default: atool query's own, stratified)")
     p.add_argument("--compare-strategies", default="", metavar="A,B,...",
                    help="also time the whole query with each of these strategies on each backend, as a ratio to entropy_patch")
     p.add_argument("--repeats", type=int, default=3, help="timed repeats; the median is reported")
@@ -63,7 +63,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--json", dest="json_out", help="also write the results to this JSON file")
     p.add_argument("--ort-config", action="append", default=[], metavar="KEY=VALUE",
                    help="an onnxruntime session config entry, e.g. session.intra_op.allow_spinning=0 (repeatable)")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.strategy is None:
+        from atool.active.query_config import QueryConfig  # no torch import: the OpenMP setting is still to come
+
+        args.strategy = QueryConfig.strategy
+    return args
 
 
 def _prepare(work: Path, args: argparse.Namespace) -> tuple[Path, Path, Path]:
@@ -291,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
             for plain, sel in zip(rows, selector_rows)
         }
     print(f"query benchmark: {torch_row['images']} {args.image_format} images at {result['size']}, "
-          f"{result['model']}, batch {args.batch_size}, {args.budget} points/image, {result['machine']}, "
+          f"{result['model']}, batch {args.batch_size}, {args.budget} points/image ({args.strategy}), {result['machine']}, "
           f"freed memory {'kept' if kept else 'returned (glibc defaults)'}")
     print(f"{'backend':<12} {'infer img/s':>12} {'query img/s':>12} {'e2e/infer':>10} {'CPU ms/img infer':>17} {'query':>7} {'host':>7} {'util infer':>11} {'query':>6} {'e2e bound':>10}")
     for r in rows:
