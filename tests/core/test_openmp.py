@@ -18,8 +18,9 @@ def test_defaults_to_passive_and_keeps_a_users_value(monkeypatch):
     assert os.environ[ENV] == "ACTIVE"
 
 
-def test_says_whether_torch_will_read_it():
+def test_says_whether_torch_will_read_it(monkeypatch):
     # torch is imported in this test process already; a fresh one imports it only after.
+    monkeypatch.delenv(ENV, raising=False)  # and restored afterwards: later tests' subprocesses see the suite's own value
     assert passive_openmp_waits() is False
     code = (
         "from atool.core.openmp import passive_openmp_waits; first = passive_openmp_waits(); import torch, os; "
